@@ -1,0 +1,209 @@
+/**
+ * Typed errors of Memento. Every error here is a `Schema.TaggedError`: it can be journaled,
+ * returned to callers and sent over HTTP, and it decodes back to the same class.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/**
+ * A start used an existing workflow ID with a different payload or workflow name. Nothing ran.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkflowIdConflict extends Schema.TaggedError<WorkflowIdConflict>("@memento/WorkflowIdConflict")(
+  "WorkflowIdConflict",
+  { workflowId: Schema.String, workflow: Schema.String, existingWorkflow: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `workflow ID "${this.workflowId}" already exists (${this.existingWorkflow}) with ${this.reason}`
+  }
+}
+
+/**
+ * No run exists with this workflow ID.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RunNotFound extends Schema.TaggedError<RunNotFound>("@memento/RunNotFound")("RunNotFound", {
+  workflowId: Schema.String
+}) {
+  override get message() {
+    return `no workflow run with ID "${this.workflowId}"`
+  }
+}
+
+/**
+ * The worker no longer holds the run's lease (its epoch was superseded or the lease expired by the
+ * database clock). The write was not applied and no further step starts.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LeaseLost extends Schema.TaggedError<LeaseLost>("@memento/LeaseLost")("LeaseLost", {
+  workflowId: Schema.String,
+  epoch: Schema.Number
+}) {
+  override get message() {
+    return `lease of run "${this.workflowId}" at epoch ${this.epoch} was lost; nothing was written`
+  }
+}
+
+/**
+ * The storage backend failed (connection lost, constraint violated unexpectedly, ...).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Schema.TaggedError<StoreError>("@memento/StoreError")("StoreError", {
+  operation: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * A replay disagrees with the journal: the code asks for a step sequence the journal contradicts
+ * (a journaled step renamed, removed or reordered). The run is parked as `needs_attention`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class JournalMismatch extends Schema.TaggedError<JournalMismatch>("@memento/JournalMismatch")(
+  "JournalMismatch",
+  {
+    workflowId: Schema.String,
+    stepKey: Schema.String,
+    requested: Schema.NullOr(Schema.String),
+    reason: Schema.String
+  }
+) {
+  override get message() {
+    return `run "${this.workflowId}": journaled step "${this.stepKey}" ${this.reason}` +
+      (this.requested === null ? "" : ` (the code asked for "${this.requested}")`)
+  }
+}
+
+/**
+ * A journaled value (payload, step output or error, signal) no longer decodes with the current
+ * Schema, or a value could not be encoded. The run is parked as `needs_attention`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class JournalDecodeError extends Schema.TaggedError<JournalDecodeError>("@memento/JournalDecodeError")(
+  "JournalDecodeError",
+  { workflowId: Schema.String, stepKey: Schema.String, message: Schema.String }
+) {}
+
+/**
+ * A payload, step output or error exceeds the configured size limit. Raised before any write.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>("@memento/PayloadTooLarge")(
+  "PayloadTooLarge",
+  { workflowId: Schema.String, what: Schema.String, bytes: Schema.Number, limit: Schema.Number }
+) {
+  override get message() {
+    return `${this.what} of run "${this.workflowId}" is ${this.bytes} bytes, over the limit of ${this.limit}`
+  }
+}
+
+/**
+ * A step died with a defect (a thrown exception or `Effect.die`). Defects are bugs, not domain
+ * failures: they are not journaled as results; the run is parked as `needs_attention`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StepDefect extends Schema.TaggedError<StepDefect>("@memento/StepDefect")("StepDefect", {
+  workflowId: Schema.String,
+  stepKey: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * `Workflow.awaitSignal` reached its timeout without a signal. Journaled: a replay times out again.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SignalTimeout extends Schema.TaggedError<SignalTimeout>("@memento/SignalTimeout")("SignalTimeout", {
+  signal: Schema.String
+}) {
+  override get message() {
+    return `no "${this.signal}" signal arrived before the timeout`
+  }
+}
+
+/**
+ * The run was cancelled (its compensations ran).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkflowCancelled extends Schema.TaggedError<WorkflowCancelled>("@memento/WorkflowCancelled")(
+  "WorkflowCancelled",
+  { workflowId: Schema.String }
+) {
+  override get message() {
+    return `run "${this.workflowId}" was cancelled`
+  }
+}
+
+/**
+ * The run is parked (`needs_attention` or `dead`) and needs an operator: fix the code or data,
+ * then `resume` it. `reason` names what went wrong.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RunParked extends Schema.TaggedError<RunParked>("@memento/RunParked")("RunParked", {
+  workflowId: Schema.String,
+  status: Schema.Literal("needs_attention", "dead"),
+  reason: Schema.String
+}) {
+  override get message() {
+    return `run "${this.workflowId}" is ${this.status}: ${this.reason}`
+  }
+}
+
+/**
+ * A compensation exhausted its retries. The run ends `needs_attention`; `resume` retries it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CompensationFailed extends Schema.TaggedError<CompensationFailed>("@memento/CompensationFailed")(
+  "CompensationFailed",
+  { workflowId: Schema.String, stepKeys: Schema.Array(Schema.String), message: Schema.String }
+) {}
+
+/**
+ * The operation does not apply to a run in its current status (for example resuming a run that
+ * succeeded).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidRunState extends Schema.TaggedError<InvalidRunState>("@memento/InvalidRunState")(
+  "InvalidRunState",
+  { workflowId: Schema.String, status: Schema.String, operation: Schema.String }
+) {
+  override get message() {
+    return `cannot ${this.operation} run "${this.workflowId}" in status ${this.status}`
+  }
+}
+
+/**
+ * A payload or signal value does not match its Schema.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidPayload extends Schema.TaggedError<InvalidPayload>("@memento/InvalidPayload")(
+  "InvalidPayload",
+  { workflow: Schema.String, message: Schema.String }
+) {}

@@ -1,0 +1,339 @@
+/**
+ * The storage port of Memento. The replay engine needs nothing else from a database; `MemoryStore`
+ * and `@memento/sql`'s `SqlStore` implement it and pass the same conformance suite.
+ *
+ * The port is shaped for one round trip per step on the happy path: a run's whole journal loads
+ * with `load`, and every journal change of a step (its start marker, the previous step's result,
+ * execution-log rows, a status change) goes to the database as one fenced `commit`.
+ *
+ * All values (payloads, outputs, errors, signal payloads) cross the port as JSON text already
+ * encoded with the workflow's Schemas. Times are epoch milliseconds.
+ *
+ * @since 0.1.0
+ */
+import type { Effect, Option, Stream } from "effect"
+import { Context } from "effect"
+import type { InvalidRunState, LeaseLost, RunNotFound, StoreError } from "./WorkflowError.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type RunStatus =
+  | "pending"
+  | "running"
+  | "sleeping"
+  | "waiting"
+  | "succeeded"
+  | "failed"
+  | "compensating"
+  | "compensated"
+  | "cancelled"
+  | "needs_attention"
+  | "dead"
+
+/**
+ * Statuses after which a run never executes again (unless retried by an operator).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const terminalStatuses: ReadonlyArray<RunStatus> = ["succeeded", "failed", "compensated", "cancelled"]
+
+/**
+ * Statuses of runs that need an operator (`resume`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const parkedStatuses: ReadonlyArray<RunStatus> = ["needs_attention", "dead"]
+
+/**
+ * Every status, in lifecycle order.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const allStatuses: ReadonlyArray<RunStatus> = [
+  "pending",
+  "running",
+  "sleeping",
+  "waiting",
+  "compensating",
+  "succeeded",
+  "failed",
+  "compensated",
+  "cancelled",
+  "needs_attention",
+  "dead"
+]
+
+/**
+ * One workflow run. `runnableAt` is when the run may next be claimed (`null`: not claimable, e.g.
+ * finished or waiting for a signal without timeout); a run is claimable when `runnableAt <= now`
+ * and it has no live lease. `epoch` increases with every claim and fences every write.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunRecord {
+  readonly id: string
+  readonly workflow: string
+  readonly status: RunStatus
+  readonly payload: string
+  readonly output: string | null
+  readonly error: string | null
+  readonly epoch: number
+  readonly leaseOwner: string | null
+  readonly leaseExpiresAt: number | null
+  readonly runnableAt: number | null
+  readonly cancelRequested: boolean
+  readonly recoveries: number
+  readonly parentId: string | null
+  readonly createdAt: number
+  readonly updatedAt: number
+  readonly completedAt: number | null
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type EntryKind = "step" | "transaction" | "compensation" | "sleep" | "signal" | "patch" | "child"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type EntryStatus = "started" | "succeeded" | "failed"
+
+/**
+ * One journal row, keyed by (run ID, `key`). `seq` orders entries by first start. A `started`
+ * entry marks a step whose body began but whose result was never journaled (a crash or a
+ * suspension); `succeeded` and `failed` entries are results replayed without running the step.
+ * `meta` holds kind-specific JSON (a sleep's wake time, the signal a wait consumed, ...).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface JournalEntry {
+  readonly key: string
+  readonly seq: number
+  readonly kind: EntryKind
+  readonly status: EntryStatus
+  readonly output: string | null
+  readonly error: string | null
+  readonly attempts: number
+  readonly meta: string | null
+  readonly startedAt: number
+  readonly completedAt: number | null
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type AttemptOutcome = "running" | "succeeded" | "failed" | "retrying" | "interrupted"
+
+/**
+ * One execution-log row: an attempt of a step, keyed by (run ID, `key`, `attempt`). Attempts
+ * whose worker died keep the outcome `running` forever; `inspect` reports them as they are.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AttemptRecord {
+  readonly key: string
+  readonly attempt: number
+  readonly outcome: AttemptOutcome
+  readonly error: string | null
+  readonly startedAt: number
+  readonly endedAt: number | null
+}
+
+/**
+ * A signal stored for a run. `(runId, signalId)` is unique: a repeated signal ID is ignored.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SignalRecord {
+  readonly name: string
+  readonly signalId: string
+  readonly payload: string
+  readonly seq: number
+  readonly receivedAt: number
+}
+
+/**
+ * A run with its whole journal and its signals: what a replay needs, loaded in one call.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunSnapshot {
+  readonly run: RunRecord
+  readonly entries: ReadonlyArray<JournalEntry>
+  readonly signals: ReadonlyArray<SignalRecord>
+}
+
+/**
+ * Everything about one run, for people: journal, execution log and signals.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunDetails extends RunSnapshot {
+  readonly attempts: ReadonlyArray<AttemptRecord>
+}
+
+/**
+ * A change of a run's status, written in the same fenced commit as the journal rows.
+ * `release: true` drops the lease (the run sleeps, waits, finishes or is parked).
+ * `output` and `error`, when present, replace the stored ones; `completedAt` is set by the store
+ * for terminal and parked statuses.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunTransition {
+  readonly status: RunStatus
+  readonly runnableAt: number | null
+  readonly release: boolean
+  readonly output?: string | null | undefined
+  readonly error?: string | null | undefined
+}
+
+/**
+ * One atomic, fenced write: applied only if the run's epoch is still `epoch` and its lease has not
+ * expired by the store's clock; otherwise nothing is written and the commit fails with
+ * `LeaseLost`. Entries and attempts are upserts, so repeating a commit is harmless. A commit that
+ * holds a finished (`succeeded`/`failed`) entry resets the run's recovery count; unless it
+ * releases the lease, it extends it by `leaseMs`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Commit {
+  readonly runId: string
+  readonly epoch: number
+  readonly leaseMs: number
+  readonly entries: ReadonlyArray<JournalEntry>
+  readonly attempts: ReadonlyArray<AttemptRecord>
+  readonly transition?: RunTransition | undefined
+}
+
+/**
+ * What a commit tells the engine back: whether an operator asked to cancel the run.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CommitResult {
+  readonly cancelRequested: boolean
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface NewRun {
+  readonly id: string
+  readonly workflow: string
+  readonly payload: string
+  readonly parentId?: string | null | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClaimRequest {
+  readonly workerId: string
+  readonly workflows: ReadonlyArray<string>
+  readonly limit: number
+  readonly leaseMs: number
+}
+
+/**
+ * Filter for `list`, newest first, with keyset pagination: pass the previous page's `nextCursor`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ListFilter {
+  readonly status?: RunStatus | ReadonlyArray<RunStatus> | undefined
+  readonly workflow?: string | undefined
+  readonly createdAfter?: number | undefined
+  readonly createdBefore?: number | undefined
+  readonly limit?: number | undefined
+  readonly cursor?: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunPage {
+  readonly runs: ReadonlyArray<RunRecord>
+  readonly nextCursor: string | null
+}
+
+/**
+ * Wake-up hints. They may be lost or repeated; workers and waiters also poll.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StoreEvent =
+  | { readonly _tag: "RunnableChanged"; readonly workflow: string }
+  | { readonly _tag: "RunFinished"; readonly runId: string }
+
+/**
+ * The storage port.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class WorkflowStore extends Context.Tag("@memento/workflow/WorkflowStore")<WorkflowStore, {
+  /** Creates the run unless one with this ID exists; returns the stored run either way. */
+  readonly create: (run: NewRun) => Effect.Effect<{ readonly run: RunRecord; readonly created: boolean }, StoreError>
+  /** Claims up to `limit` claimable runs of the given workflows: owner, epoch + 1, lease. */
+  readonly claim: (request: ClaimRequest) => Effect.Effect<ReadonlyArray<RunRecord>, StoreError>
+  /** Extends the leases the worker still holds; returns the IDs of those it still holds. */
+  readonly heartbeat: (request: {
+    readonly workerId: string
+    readonly runs: ReadonlyArray<{ readonly id: string; readonly epoch: number }>
+    readonly leaseMs: number
+  }) => Effect.Effect<ReadonlyArray<string>, StoreError>
+  /** Drops a lease without changing the run (graceful shutdown): another worker may claim it. */
+  readonly release: (runId: string, epoch: number) => Effect.Effect<void, StoreError>
+  /** The run, its journal and its signals in one call. */
+  readonly load: (runId: string) => Effect.Effect<RunSnapshot, RunNotFound | StoreError>
+  /** One fenced, atomic write. */
+  readonly commit: (commit: Commit) => Effect.Effect<CommitResult, LeaseLost | StoreError>
+  /**
+   * Runs `effect` and the fenced commit it produces in one transaction where the store can
+   * (guarantee 4). A store without transactions runs the effect, then commits.
+   */
+  readonly transaction: <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    commit: (a: A) => Commit
+  ) => Effect.Effect<readonly [A, CommitResult], E | LeaseLost | StoreError, R>
+  /** Stores a signal (ignored when its `signalId` was seen) and wakes a waiting run. */
+  readonly signal: (signal: {
+    readonly runId: string
+    readonly name: string
+    readonly signalId: string
+    readonly payload: string
+  }) => Effect.Effect<{ readonly duplicate: boolean }, RunNotFound | StoreError>
+  /** Marks the run for cancellation and makes a sleeping or waiting run runnable now. */
+  readonly requestCancel: (runId: string) => Effect.Effect<RunRecord, RunNotFound | StoreError>
+  /** Makes a `needs_attention` or `dead` run runnable again, with its recovery count reset. */
+  readonly resume: (runId: string) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError>
+  readonly get: (runId: string) => Effect.Effect<Option.Option<RunRecord>, StoreError>
+  readonly list: (filter: ListFilter) => Effect.Effect<RunPage, StoreError>
+  readonly inspect: (runId: string) => Effect.Effect<RunDetails, RunNotFound | StoreError>
+  /** Wake-up hints for workers and result waiters. */
+  readonly events: Stream.Stream<StoreEvent>
+}>() {}
