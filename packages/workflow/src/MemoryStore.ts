@@ -1,0 +1,310 @@
+/**
+ * An in-memory `WorkflowStore` for tests and single-process experiments. It follows the same rules
+ * as the SQL store (fenced commits, leases, claiming, signals) and passes the same conformance
+ * suite; its clock is Effect's `Clock`, so `TestClock` drives leases and wake-ups. Nothing survives
+ * the process, and `transaction` cannot roll anything back: it runs the effect, then commits.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect, Layer, Option, Order, PubSub, Schema, Stream } from "effect"
+import { InvalidRunState, LeaseLost, RunNotFound, StoreError } from "./WorkflowError.js"
+import type {
+  AttemptRecord,
+  ClaimRequest,
+  Commit,
+  JournalEntry,
+  ListFilter,
+  NewRun,
+  RunRecord,
+  RunSnapshot,
+  RunStatus,
+  SignalRecord,
+  StoreEvent
+} from "./WorkflowStore.js"
+import { parkedStatuses, terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
+
+interface RunState {
+  run: RunRecord
+  readonly entries: Map<string, JournalEntry>
+  readonly attempts: Map<string, AttemptRecord>
+  readonly signals: Map<string, SignalRecord>
+}
+
+const claimableStatuses: ReadonlyArray<RunStatus> = ["pending", "running", "sleeping", "waiting", "compensating"]
+const idleStatuses: ReadonlyArray<RunStatus> = ["pending", "sleeping", "waiting"]
+
+const isEnded = (status: RunStatus): boolean => terminalStatuses.includes(status) || parkedStatuses.includes(status)
+
+const claimOrder: Order.Order<RunRecord> = Order.combineAll([
+  Order.mapInput(Order.number, (run: RunRecord) => run.runnableAt ?? 0),
+  Order.mapInput(Order.number, (run: RunRecord) => run.createdAt),
+  Order.mapInput(Order.string, (run: RunRecord) => run.id)
+])
+
+const newestFirst: Order.Order<RunRecord> = Order.reverse(Order.combine(
+  Order.mapInput(Order.number, (run: RunRecord) => run.createdAt),
+  Order.mapInput(Order.string, (run: RunRecord) => run.id)
+))
+
+const Cursor = Schema.compose(Schema.StringFromBase64Url, Schema.parseJson(Schema.Tuple(Schema.Number, Schema.String)))
+
+const attemptKey = (attempt: AttemptRecord): string => `${attempt.key}\u0000${attempt.attempt}`
+
+const bySeq = <A extends { readonly seq: number }>(values: Iterable<A>): Array<A> =>
+  Array.from(values).sort((a, b) => a.seq - b.seq)
+
+const snapshot = (state: RunState): RunSnapshot => ({
+  run: state.run,
+  entries: bySeq(state.entries.values()),
+  signals: bySeq(state.signals.values())
+})
+
+/**
+ * Builds an empty in-memory store. Every operation runs under one lock and reads "now" from
+ * Effect's `Clock`; `events` is backed by a `PubSub`, so a subscriber sees what is published after
+ * it subscribed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*() {
+  const runs = new Map<string, RunState>()
+  const lock = yield* Effect.makeSemaphore(1)
+  const pubsub = yield* PubSub.unbounded<StoreEvent>()
+  let signalSeq = 0
+
+  const atomically = <A, E>(f: (now: number) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    lock.withPermits(1)(Effect.flatMap(Clock.currentTimeMillis, f))
+
+  const publish = (events: ReadonlyArray<StoreEvent>) => PubSub.publishAll(pubsub, events)
+  const runnableChanged = (run: RunRecord): StoreEvent => ({ _tag: "RunnableChanged", workflow: run.workflow })
+
+  const find = (runId: string): Effect.Effect<RunState, RunNotFound> => {
+    const state = runs.get(runId)
+    return state === undefined ? Effect.fail(new RunNotFound({ workflowId: runId })) : Effect.succeed(state)
+  }
+
+  const update = (state: RunState, patch: Partial<RunRecord>): RunRecord => {
+    state.run = { ...state.run, ...patch }
+    return state.run
+  }
+
+  const leased = (run: RunRecord, epoch: number, now: number): boolean =>
+    run.epoch === epoch && run.leaseOwner !== null && run.leaseExpiresAt !== null && run.leaseExpiresAt > now
+
+  const create = (input: NewRun) =>
+    atomically((now) => {
+      const existing = runs.get(input.id)
+      if (existing !== undefined) return Effect.succeed({ run: existing.run, created: false })
+      const run: RunRecord = {
+        id: input.id,
+        workflow: input.workflow,
+        status: "pending",
+        payload: input.payload,
+        output: null,
+        error: null,
+        epoch: 0,
+        leaseOwner: null,
+        leaseExpiresAt: null,
+        runnableAt: now,
+        cancelRequested: false,
+        recoveries: 0,
+        parentId: input.parentId ?? null,
+        createdAt: now,
+        updatedAt: now,
+        completedAt: null
+      }
+      runs.set(run.id, { run, entries: new Map(), attempts: new Map(), signals: new Map() })
+      return Effect.as(publish([runnableChanged(run)]), { run, created: true })
+    })
+
+  const claim = (request: ClaimRequest) =>
+    atomically((now) => {
+      const claimable = Array.from(runs.values()).filter(({ run }) =>
+        request.workflows.includes(run.workflow) &&
+        claimableStatuses.includes(run.status) &&
+        run.runnableAt !== null && run.runnableAt <= now &&
+        (run.leaseExpiresAt === null || run.leaseExpiresAt <= now)
+      ).sort((a, b) => claimOrder(a.run, b.run)).slice(0, Math.max(0, request.limit))
+      return Effect.succeed(claimable.map((state) =>
+        update(state, {
+          epoch: state.run.epoch + 1,
+          leaseOwner: request.workerId,
+          leaseExpiresAt: now + request.leaseMs,
+          recoveries: state.run.leaseExpiresAt === null ? state.run.recoveries : state.run.recoveries + 1,
+          status: idleStatuses.includes(state.run.status) ? "running" : state.run.status,
+          updatedAt: now
+        })
+      ))
+    })
+
+  const heartbeat: WorkflowStore["Type"]["heartbeat"] = (request) =>
+    atomically((now) =>
+      Effect.succeed(request.runs.flatMap(({ epoch, id }) => {
+        const state = runs.get(id)
+        if (state === undefined || state.run.leaseOwner !== request.workerId || !leased(state.run, epoch, now)) {
+          return []
+        }
+        update(state, { leaseExpiresAt: now + request.leaseMs })
+        return [id]
+      }))
+    )
+
+  const release = (runId: string, epoch: number) =>
+    atomically(() => {
+      const state = runs.get(runId)
+      if (state === undefined || state.run.epoch !== epoch || state.run.leaseOwner === null) return Effect.void
+      const run = update(state, { leaseOwner: null, leaseExpiresAt: null })
+      return Effect.asVoid(publish([runnableChanged(run)]))
+    })
+
+  const load = (runId: string) => atomically(() => Effect.map(find(runId), snapshot))
+
+  const commit = (c: Commit) =>
+    atomically((now) => {
+      const state = runs.get(c.runId)
+      if (state === undefined || !leased(state.run, c.epoch, now)) {
+        return Effect.fail(new LeaseLost({ workflowId: c.runId, epoch: c.epoch }))
+      }
+      for (const entry of c.entries) state.entries.set(entry.key, entry)
+      for (const attempt of c.attempts) state.attempts.set(attemptKey(attempt), attempt)
+      const recoveries = c.entries.some((entry) => entry.status !== "started") ? 0 : state.run.recoveries
+      const t = c.transition
+      if (t === undefined) {
+        const run = update(state, { recoveries, leaseExpiresAt: now + c.leaseMs, updatedAt: now })
+        return Effect.succeed({ cancelRequested: run.cancelRequested })
+      }
+      const seen = t.signalSeenSeq
+      const signalled = seen !== undefined && Array.from(state.signals.values()).some((signal) => signal.seq > seen)
+      const ended = isEnded(t.status)
+      const run = update(state, {
+        status: t.status,
+        runnableAt: signalled ? now : t.runnableAt,
+        output: t.output === undefined ? state.run.output : t.output,
+        error: t.error === undefined ? state.run.error : t.error,
+        completedAt: ended ? now : null,
+        recoveries,
+        leaseOwner: t.release ? null : state.run.leaseOwner,
+        leaseExpiresAt: t.release ? null : now + c.leaseMs,
+        updatedAt: now
+      })
+      const events: Array<StoreEvent> = []
+      if (ended) events.push({ _tag: "RunFinished", runId: run.id })
+      if (t.release && run.runnableAt !== null) events.push(runnableChanged(run))
+      return Effect.as(publish(events), { cancelRequested: run.cancelRequested })
+    })
+
+  const transaction: WorkflowStore["Type"]["transaction"] = (effect, f) =>
+    Effect.flatMap(effect, (a) => Effect.map(commit(f(a)), (result) => [a, result] as const))
+
+  const signal: WorkflowStore["Type"]["signal"] = ({ name, payload, runId, signalId }) =>
+    atomically((now) =>
+      Effect.flatMap(find(runId), (state): Effect.Effect<{ readonly duplicate: boolean }> => {
+        if (state.signals.has(signalId)) return Effect.succeed({ duplicate: true })
+        signalSeq += 1
+        state.signals.set(signalId, { name, signalId, payload, seq: signalSeq, receivedAt: now })
+        if (state.run.status !== "waiting") return Effect.succeed({ duplicate: false })
+        const run = update(state, { runnableAt: now, updatedAt: now })
+        return Effect.as(publish([runnableChanged(run)]), { duplicate: false })
+      })
+    )
+
+  const requestCancel = (runId: string) =>
+    atomically((now) =>
+      Effect.flatMap(find(runId), (state) => {
+        if (isEnded(state.run.status)) return Effect.succeed(state.run)
+        const wake = idleStatuses.includes(state.run.status)
+        const run = update(state, {
+          cancelRequested: true,
+          runnableAt: wake ? now : state.run.runnableAt,
+          updatedAt: now
+        })
+        return Effect.as(publish(wake ? [runnableChanged(run)] : []), run)
+      })
+    )
+
+  const resume = (runId: string) =>
+    atomically((now) =>
+      Effect.flatMap(find(runId), (state): Effect.Effect<RunRecord, InvalidRunState> => {
+        if (!parkedStatuses.includes(state.run.status)) {
+          return Effect.fail(new InvalidRunState({ workflowId: runId, status: state.run.status, operation: "resume" }))
+        }
+        const run = update(state, {
+          status: "pending",
+          runnableAt: now,
+          recoveries: 0,
+          leaseOwner: null,
+          leaseExpiresAt: null,
+          completedAt: null,
+          updatedAt: now
+        })
+        return Effect.as(publish([runnableChanged(run)]), run)
+      })
+    )
+
+  const get = (runId: string) => atomically(() => Effect.succeed(Option.fromNullable(runs.get(runId)?.run)))
+
+  const list = (filter: ListFilter) =>
+    atomically(() =>
+      Effect.gen(function*() {
+        const after = filter.cursor === undefined ? undefined : yield* Schema.decode(Cursor)(filter.cursor).pipe(
+          Effect.mapError(() => new StoreError({ operation: "list", message: `invalid cursor "${filter.cursor}"` }))
+        )
+        const statuses = filter.status === undefined
+          ? undefined
+          : typeof filter.status === "string"
+          ? [filter.status]
+          : filter.status
+        const limit = Math.min(Math.max(Math.floor(filter.limit ?? 50), 1), 1000)
+        const matching = Array.from(runs.values(), (state) => state.run).filter((run) =>
+          (statuses === undefined || statuses.includes(run.status)) &&
+          (filter.workflow === undefined || run.workflow === filter.workflow) &&
+          (filter.createdAfter === undefined || run.createdAt >= filter.createdAfter) &&
+          (filter.createdBefore === undefined || run.createdAt < filter.createdBefore) &&
+          (after === undefined || run.createdAt < after[0] || (run.createdAt === after[0] && run.id < after[1]))
+        ).sort(newestFirst)
+        const page = matching.slice(0, limit)
+        const last = page[page.length - 1]
+        const nextCursor = matching.length > limit && last !== undefined
+          ? yield* Schema.encode(Cursor)([last.createdAt, last.id]).pipe(Effect.orDie)
+          : null
+        return { runs: page, nextCursor }
+      })
+    )
+
+  const inspect = (runId: string) =>
+    atomically(() =>
+      Effect.map(find(runId), (state) => {
+        const entrySeq = (key: string) => state.entries.get(key)?.seq ?? Number.MAX_SAFE_INTEGER
+        const attempts = Array.from(state.attempts.values()).sort((a, b) =>
+          entrySeq(a.key) - entrySeq(b.key) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) || a.attempt - b.attempt
+        )
+        return { ...snapshot(state), attempts }
+      })
+    )
+
+  return WorkflowStore.of({
+    create,
+    claim,
+    heartbeat,
+    release,
+    load,
+    commit,
+    transaction,
+    signal,
+    requestCancel,
+    resume,
+    get,
+    list,
+    inspect,
+    events: Stream.fromPubSub(pubsub)
+  })
+})
+
+/**
+ * A `WorkflowStore` held in memory, empty when the layer is built.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<WorkflowStore> = Layer.effect(WorkflowStore, make)

@@ -1,0 +1,4 @@
+import * as MemoryStore from "@memento/workflow/MemoryStore"
+import { storeSuite } from "./storeSuite.js"
+
+storeSuite("MemoryStore", MemoryStore.layer)
