@@ -8,11 +8,13 @@ export default defineConfig({
     alias: [
       { find: /^@memento\/workflow$/, replacement: src("workflow", "index.ts") },
       { find: /^@memento\/workflow\/(.*)$/, replacement: src("workflow", "$1.ts") },
-      { find: /^@memento\/sql$/, replacement: src("sql", "index.ts") }
+      { find: /^@memento\/sql$/, replacement: src("sql", "index.ts") },
+      { find: /^@memento\/sql\/(.*)$/, replacement: src("sql", "$1.ts") }
     ]
   },
   test: {
     include: ["test/**/*.test.ts"],
+    globalSetup: ["test/utils/globalSetup.ts"],
     testTimeout: 60_000,
     hookTimeout: 180_000
   }

