@@ -52,7 +52,7 @@ const pgSchema = (t: Tables): ReadonlyArray<string> => [
     cancel_requested boolean NOT NULL DEFAULT false,
     last_signal_seq bigint NOT NULL DEFAULT 0,
     recoveries integer NOT NULL DEFAULT 0,
-    parent_id text,
+    parent_id text COLLATE "C",
     created_at bigint NOT NULL,
     updated_at bigint NOT NULL,
     completed_at bigint
@@ -65,7 +65,7 @@ const pgSchema = (t: Tables): ReadonlyArray<string> => [
   `CREATE INDEX ${t.runs}_workflow_created ON ${t.runs} (workflow, created_at DESC, id DESC)`,
   `CREATE INDEX ${t.runs}_parent ON ${t.runs} (parent_id) WHERE parent_id IS NOT NULL`,
   `CREATE TABLE ${t.journal} (
-    run_id text NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    run_id text COLLATE "C" NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
     key text NOT NULL,
     seq integer NOT NULL,
     kind text NOT NULL,
@@ -79,7 +79,7 @@ const pgSchema = (t: Tables): ReadonlyArray<string> => [
     PRIMARY KEY (run_id, key)
   )`,
   `CREATE TABLE ${t.attempts} (
-    run_id text NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    run_id text COLLATE "C" NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
     key text NOT NULL,
     attempt integer NOT NULL,
     outcome text NOT NULL,
@@ -90,7 +90,7 @@ const pgSchema = (t: Tables): ReadonlyArray<string> => [
   )`,
   `CREATE TABLE ${t.signals} (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    run_id text NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    run_id text COLLATE "C" NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
     name text NOT NULL,
     signal_id text NOT NULL,
     payload text NOT NULL,

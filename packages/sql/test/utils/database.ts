@@ -47,10 +47,19 @@ export const tempSqliteFile = (): string => {
 /** A `SqliteClient` on `filename` (WAL mode). */
 export const sqliteClient = (filename: string) => SqliteClient.layer({ filename }).pipe(Layer.orDie)
 
+export interface LoggedStatement {
+  readonly text: string
+  readonly values: ReadonlyArray<unknown>
+}
+
 export interface StatementLog {
-  readonly statements: Array<string>
-  /** Statements sent while running `effect`. */
+  readonly statements: Array<LoggedStatement>
+  /** Statements sent while running `effect` (their text, whitespace collapsed). */
   readonly count: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<readonly [A, ReadonlyArray<string>], E, R>
+  /** Statements sent while running `effect`, with their parameters. */
+  readonly countWithValues: <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<readonly [A, ReadonlyArray<LoggedStatement>], E, R>
 }
 
 /**
@@ -60,7 +69,8 @@ export interface StatementLog {
 export const countingPgClient = (url: string, options: { readonly maxConnections?: number } = {}) => {
   const log: StatementLog = {
     statements: [],
-    count: (effect) =>
+    count: (effect) => Effect.map(log.countWithValues(effect), ([a, statements]) => [a, statements.map((s) => s.text)]),
+    countWithValues: (effect) =>
       Effect.suspend(() => {
         const start = log.statements.length
         return Effect.map(effect, (a) => [a, log.statements.slice(start)] as const)
@@ -79,7 +89,12 @@ export const countingPgClient = (url: string, options: { readonly maxConnections
               : typeof first === "object" && first !== null && "text" in first
               ? String(first.text)
               : "?"
-            log.statements.push(text.replace(/\s+/g, " ").trim())
+            const values = Array.isArray(args[1])
+              ? args[1]
+              : typeof first === "object" && first !== null && "values" in first && Array.isArray(first.values)
+              ? first.values
+              : []
+            log.statements.push({ text: text.replace(/\s+/g, " ").trim(), values })
             return query(...args)
           }
         })

@@ -1,0 +1,157 @@
+/**
+ * SQLite-specific behaviour of the SqlStore: a real file in WAL mode that survives reopening,
+ * migrations with a custom prefix, `transaction` atomicity with the user's SQL, corrupt rows.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import { assert, describe, it } from "@effect/vitest"
+import { SqlStore } from "@memento/sql"
+import { LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
+import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
+import { WorkflowStore } from "@memento/workflow/WorkflowStore"
+import { Context, Effect, Layer, Option } from "effect"
+import { tempSqliteFile } from "./utils/database.js"
+
+const ns = () => Math.random().toString(36).slice(2, 10)
+
+const build = <E>(layer: Layer.Layer<WorkflowStore | SqlClient.SqlClient, E>) =>
+  Effect.map(Layer.build(layer), (context) => ({
+    store: Context.get(context, WorkflowStore),
+    sql: Context.get(context, SqlClient.SqlClient)
+  }))
+
+const entry = (key: string, seq: number, status: JournalEntry["status"]): JournalEntry => ({
+  key,
+  seq,
+  kind: "step",
+  status,
+  output: status === "succeeded" ? "\"ok\"" : null,
+  error: null,
+  attempts: 1,
+  meta: null,
+  startedAt: 1_000 + seq,
+  completedAt: status === "started" ? null : 2_000 + seq
+})
+
+const commitOf = (run: RunRecord, fields: Partial<Commit> = {}): Commit => ({
+  runId: run.id,
+  epoch: run.epoch,
+  leaseMs: 60_000,
+  entries: [],
+  attempts: [],
+  ...fields
+})
+
+const claimNew = (store: WorkflowStore["Type"], leaseMs = 60_000) =>
+  Effect.gen(function*() {
+    const id = ns()
+    yield* store.create({ id: `run-${id}`, workflow: `wf-${id}`, payload: "{}" })
+    const [run] = yield* store.claim({ workerId: "worker-a", workflows: [`wf-${id}`], limit: 1, leaseMs })
+    return run
+  })
+
+describe("SqlStore on SQLite", () => {
+  it.live("a file in WAL mode keeps runs and journals across reopening", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      const run = yield* Effect.scoped(Effect.gen(function*() {
+        const { sql, store } = yield* build(SqlStore.layerSqlite({ filename }))
+        const [{ journal_mode }] = yield* sql<{ journal_mode: string }>`PRAGMA journal_mode`
+        assert.strictEqual(journal_mode, "wal")
+        const [{ timeout }] = yield* sql<{ timeout: number }>`PRAGMA busy_timeout`
+        assert.strictEqual(timeout, 5_000)
+        const run = yield* claimNew(store)
+        yield* store.commit(commitOf(run, {
+          entries: [entry("a", 1, "succeeded")],
+          transition: { status: "sleeping", runnableAt: run.updatedAt + 60_000, release: true }
+        }))
+        return run
+      }))
+      const reopened = yield* Effect.scoped(Effect.gen(function*() {
+        const { store } = yield* build(SqlStore.layerSqlite({ filename }))
+        return yield* store.load(run.id)
+      }))
+      assert.strictEqual(reopened.run.status, "sleeping")
+      assert.deepStrictEqual(reopened.entries.map((e) => e.key), ["a"])
+    }))
+
+  it.scopedLive("migrations are idempotent and honour the table prefix", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      const tenant = yield* build(SqlStore.layerSqlite({ filename, tablePrefix: "tenant_a_" }))
+      const again = yield* build(SqlStore.layer({ tablePrefix: "tenant_a_" }).pipe(
+        Layer.provideMerge(Layer.succeedContext(Context.make(SqlClient.SqlClient, tenant.sql)))
+      ))
+      const other = yield* build(SqlStore.layer().pipe(
+        Layer.provideMerge(Layer.succeedContext(Context.make(SqlClient.SqlClient, tenant.sql)))
+      ))
+      const tables = yield* tenant.sql<{ readonly name: string }>`SELECT name FROM sqlite_master
+        WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`
+      assert.deepStrictEqual(tables.map((t) => t.name), [
+        "memento_attempts",
+        "memento_journal",
+        "memento_migrations",
+        "memento_runs",
+        "memento_signals",
+        "tenant_a_attempts",
+        "tenant_a_journal",
+        "tenant_a_migrations",
+        "tenant_a_runs",
+        "tenant_a_signals"
+      ])
+      const [{ n }] = yield* tenant.sql<{ n: number }>`SELECT count(*) AS n FROM tenant_a_migrations`
+      assert.strictEqual(n, 1)
+      yield* again.store.create({ id: "shared", workflow: "wf", payload: "{}" })
+      assert.isTrue(Option.isSome(yield* tenant.store.get("shared")))
+      assert.isTrue(Option.isNone(yield* other.store.get("shared")))
+    }))
+
+  it.scopedLive("transaction commits the user's SQL with the journal, and rolls it back on LeaseLost", () =>
+    Effect.gen(function*() {
+      const { sql, store } = yield* build(SqlStore.layerSqlite({ filename: tempSqliteFile() }))
+      yield* sql`CREATE TABLE orders (id TEXT PRIMARY KEY)`
+      const insert = (id: string) => sql`INSERT INTO orders (id) VALUES (${id})`
+      const count = Effect.map(sql<{ readonly n: number }>`SELECT count(*) AS n FROM orders`, ([row]) => row.n)
+
+      const run = yield* claimNew(store, 300)
+      yield* store.transaction(insert("first"), () => commitOf(run, { leaseMs: 300, entries: [entry("tx", 1, "succeeded")] }))
+      assert.strictEqual(yield* count, 1)
+
+      const failed = yield* Effect.flip(store.transaction(
+        Effect.zipRight(insert("second"), Effect.fail("declined" as const)),
+        () => commitOf(run, { entries: [entry("tx2", 2, "succeeded")] })
+      ))
+      assert.strictEqual(failed, "declined")
+      assert.strictEqual(yield* count, 1)
+
+      yield* Effect.sleep("500 millis")
+      yield* store.claim({ workerId: "worker-b", workflows: [run.workflow], limit: 1, leaseMs: 60_000 })
+      const lost = yield* Effect.flip(store.transaction(insert("third"), () => commitOf(run, { entries: [entry("tx2", 2, "succeeded")] })))
+      assert.instanceOf(lost, LeaseLost)
+      assert.strictEqual(yield* count, 1)
+      assert.deepStrictEqual((yield* store.inspect(run.id)).entries.map((e) => e.key), ["tx"])
+    }))
+
+  it.scopedLive("corrupt rows fail with a StoreError naming the run, not a crash", () =>
+    Effect.gen(function*() {
+      const { sql, store } = yield* build(SqlStore.layerSqlite({ filename: tempSqliteFile() }))
+      const run = yield* claimNew(store)
+      yield* store.commit(commitOf(run, { entries: [entry("a", 1, "succeeded")] }))
+      yield* sql`UPDATE memento_journal SET status = 'half-done' WHERE run_id = ${run.id}`
+      const loadError = yield* Effect.flip(store.load(run.id))
+      assert.instanceOf(loadError, StoreError)
+      assert.include(loadError.message, run.id)
+
+      const other = yield* claimNew(store)
+      yield* sql`UPDATE memento_runs SET status = 'exploded' WHERE id = ${other.id}`
+      const getError = yield* Effect.flip(store.get(other.id))
+      assert.instanceOf(getError, StoreError)
+      assert.include(getError.message, other.id)
+      const inspectError = yield* Effect.flip(store.inspect(other.id))
+      assert.instanceOf(inspectError, StoreError)
+      // STRICT tables refuse wrongly typed values outright
+      const typed = yield* Effect.exit(sql`UPDATE memento_runs SET epoch = 'lots' WHERE id = ${run.id}`)
+      assert.strictEqual(typed._tag, "Failure")
+      const fine = yield* claimNew(store)
+      assert.strictEqual(fine.status, "running")
+    }))
+})
