@@ -207,3 +207,40 @@ export class InvalidPayload extends Schema.TaggedError<InvalidPayload>("@memento
   "InvalidPayload",
   { workflow: Schema.String, message: Schema.String }
 ) {}
+
+/**
+ * The run took its worker down (its lease expired without a release) more times than allowed.
+ * The run is parked as `dead`; `resume` replays it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RecoveryLimitReached extends Schema.TaggedError<RecoveryLimitReached>("@memento/RecoveryLimitReached")(
+  "RecoveryLimitReached",
+  { workflowId: Schema.String, recoveries: Schema.Number }
+) {
+  override get message() {
+    return `run "${this.workflowId}" was recovered ${this.recoveries} times after its worker died`
+  }
+}
+
+/**
+ * Why a run was parked (`needs_attention` or `dead`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const ParkReason = Schema.Union(
+  JournalMismatch,
+  JournalDecodeError,
+  StepDefect,
+  PayloadTooLarge,
+  CompensationFailed,
+  RecoveryLimitReached
+)
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type ParkReason = typeof ParkReason.Type

@@ -202,6 +202,12 @@ export interface RunTransition {
   readonly release: boolean
   readonly output?: string | null | undefined
   readonly error?: string | null | undefined
+  /**
+   * For a run that starts waiting for a signal: the highest signal `seq` the engine has seen. If
+   * the run has a signal with a greater `seq` when the commit applies (it arrived meanwhile), the
+   * store sets `runnableAt` to now instead, so no wake-up is lost.
+   */
+  readonly signalSeenSeq?: number | undefined
 }
 
 /**

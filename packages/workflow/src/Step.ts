@@ -1,0 +1,180 @@
+/**
+ * Steps: the unit of durability. A step's result (or terminal failure) is encoded with its Schemas
+ * and journaled under (workflow ID, step key); a replay returns the journaled value without
+ * running the step again. Steps run at least once: a crash after the side effect but before the
+ * journal write runs the step again, with the same `Step.idempotencyKey`.
+ *
+ * @since 0.1.0
+ */
+import type { Schedule } from "effect"
+import { Effect, Schema } from "effect"
+import { WorkflowContext } from "./internal/run.js"
+import * as Run from "./internal/run.js"
+import type { StepInfo } from "./internal/step.js"
+import { StepDefect } from "./WorkflowError.js"
+import { execute, StepContext } from "./internal/step.js"
+
+export {
+  /**
+   * The step attempt being executed: workflow ID, step key, attempt number and idempotency key.
+   * Provided to the effect of `Step.run` and `Step.transaction`.
+   *
+   * @since 0.1.0
+   * @category tags
+   */
+  StepContext
+}
+
+export type {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  StepInfo
+}
+
+/**
+ * Options of a journaled step.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<A, I, E, EI, R2> {
+  /** Encodes the result for the journal and decodes it on replay. */
+  readonly success: Schema.Schema<A, I>
+  /** Encodes terminal failures for the journal; only these errors are retried. Default: none. */
+  readonly error?: Schema.Schema<E, EI> | undefined
+  /**
+   * Retry policy for the errors above. Default: exponential from 100 ms, factor 2, jittered,
+   * capped at 10 s, 5 attempts (`WorkflowConfig.defaultRetry`). `Schedule.stop` never retries.
+   */
+  readonly retry?: Schedule.Schedule<unknown, NoInfer<E>> | undefined
+  /** Which declared errors are worth retrying (default: all). Others are terminal at once. */
+  readonly retryOn?: ((error: NoInfer<E>) => boolean) | undefined
+  /**
+   * Registers a compensation for a successful step: when the workflow fails terminally or is
+   * cancelled, compensations run in reverse order, each journaled as its own step (key
+   * `<step key>#compensate`) with the default retries.
+   */
+  readonly compensate?: ((output: A) => Effect.Effect<unknown, unknown, R2>) | undefined
+}
+
+const validateName = (state: Run.RunState, name: string): Effect.Effect<void> =>
+  name.length === 0 || name.includes("#")
+    ? Run.park(
+      state,
+      new StepDefect({
+        workflowId: state.runId,
+        stepKey: name,
+        message: `invalid step name "${name}": names are non-empty and must not contain "#"`
+      })
+    )
+    : Effect.void
+
+const runStep = <A, I, E, EI, R, R2>(
+  kind: "step" | "transaction",
+  name: string,
+  options: Options<A, I, E, EI, R2>,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext> =>
+  Effect.gen(function*() {
+    const state = yield* WorkflowContext
+    yield* validateName(state, name)
+    const key = Run.nextKey(state, name)
+    const error = (options.error ?? Schema.Never) as Schema.Schema<E, EI>
+    const previous = yield* Run.replay(state, key, kind)
+    const seq = previous?.seq ?? state.nextSeq++
+    let value: A
+    if (previous !== undefined && previous.status === "succeeded") {
+      value = yield* Run.decode(state, options.success, previous.output, "output", key)
+    } else if (previous !== undefined && previous.status === "failed") {
+      return yield* Effect.flatMap(Run.decode(state, error, previous.error, "error", key), Effect.fail)
+    } else {
+      if (previous === undefined) yield* Run.checkFrontier(state, key)
+      yield* Run.checkCancel(state)
+      value = yield* execute(state, {
+        key,
+        seq,
+        kind,
+        success: options.success,
+        error,
+        retry: options.retry,
+        retryOn: options.retryOn,
+        journalFailure: true,
+        effect
+      }, previous)
+    }
+    if (options.compensate !== undefined) {
+      const compensate = options.compensate
+      const context = yield* Effect.context<R2>()
+      state.compensations.push({
+        key,
+        seq,
+        effect: Effect.provide(Effect.suspend(() => compensate(value)), context)
+      })
+    }
+    return value
+  })
+
+/**
+ * Runs `effect` as a journaled step named `name`. The first execution runs it (with retries) and
+ * journals the encoded result; a replay returns the journaled result without running it. Repeated
+ * names in one run get the keys `name`, `name#2`, `name#3`. Without options the step returns
+ * nothing and cannot fail.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const run: {
+  <R>(name: string, effect: Effect.Effect<void, never, R>): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
+  <A, I, R, E = never, EI = never, R2 = never>(
+    name: string,
+    options: Options<A, I, E, EI, R2>,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext>
+} = (name: string, ...args: Array<any>): any =>
+  args.length === 1
+    ? runStep("step", name, { success: Schema.Void }, args[0])
+    : runStep("step", name, args[0], args[1])
+
+/**
+ * Runs `effect` as a step whose own SQL (on the store's `SqlClient`) and journal write commit in
+ * one database transaction: effects inside the same database happen exactly once. A typed failure
+ * rolls the transaction back and is retried like `Step.run`. On `MemoryStore` there is no
+ * transaction; the step behaves like `Step.run` without a start marker.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const transaction: {
+  <R>(name: string, effect: Effect.Effect<void, never, R>): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
+  <A, I, R, E = never, EI = never, R2 = never>(
+    name: string,
+    options: Options<A, I, E, EI, R2>,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext>
+} = (name: string, ...args: Array<any>): any =>
+  args.length === 1
+    ? runStep("transaction", name, { success: Schema.Void }, args[0])
+    : runStep("transaction", name, args[0], args[1])
+
+/**
+ * The idempotency key of the current step: stable across attempts, crashes and replays (derived
+ * from the workflow ID and step key), so an external API that honours idempotency keys applies the
+ * side effect once.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const idempotencyKey: Effect.Effect<string, never, StepContext> = Effect.map(
+  StepContext,
+  (info) => info.idempotencyKey
+)
+
+/**
+ * The current step attempt (1 for the first).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const attempt: Effect.Effect<number, never, StepContext> = Effect.map(StepContext, (info) => info.attempt)

@@ -1,0 +1,311 @@
+import type { Schema } from "effect"
+import { Context, Deferred, Effect, ParseResult } from "effect"
+import type { Settings } from "../WorkflowConfig.js"
+import type { ParkReason } from "../WorkflowError.js"
+import { JournalDecodeError, JournalMismatch, PayloadTooLarge } from "../WorkflowError.js"
+import type { AttemptRecord, EntryKind, JournalEntry, RunStatus, SignalRecord } from "../WorkflowStore.js"
+import { WorkflowStore } from "../WorkflowStore.js"
+import * as Codec from "./codec.js"
+
+/** Why the current phase of a run stopped before its effect finished. */
+export type StopReason =
+  | {
+    readonly _tag: "Suspend"
+    readonly status: Extract<RunStatus, "sleeping" | "waiting">
+    readonly runnableAt: number | null
+  }
+  | { readonly _tag: "Park"; readonly reason: ParkReason }
+  | { readonly _tag: "Cancel" }
+  | { readonly _tag: "Abandon"; readonly cause: string }
+
+/** Where the testing kit may inject a crash. */
+export type CrashPoint = "before-step" | "after-effect" | "after-journal"
+
+/** Engine hooks, for the testing kit: `crashAt` returning true abandons the run like `kill -9`. */
+export class Hooks extends Context.Reference<Hooks>()("@memento/workflow/internal/Hooks", {
+  defaultValue: (): { readonly crashAt: (point: CrashPoint, key: string) => boolean } => ({ crashAt: () => false })
+}) {}
+
+export interface Compensation {
+  readonly key: string
+  readonly seq: number
+  readonly effect: Effect.Effect<unknown, unknown>
+}
+
+/** The mutable state of one execution of one run by one worker. */
+export interface RunState {
+  readonly runId: string
+  readonly workflowName: string
+  readonly epoch: number
+  readonly store: WorkflowStore["Type"]
+  readonly settings: Settings
+  readonly hooks: Hooks["Type"]
+  readonly journal: ReadonlyMap<string, JournalEntry>
+  readonly signals: ReadonlyArray<SignalRecord>
+  readonly consumed: Set<string>
+  readonly consumedSignals: Set<string>
+  readonly occurrences: Map<string, number>
+  readonly compensations: Array<Compensation>
+  readonly pendingEntries: Map<string, JournalEntry>
+  readonly pendingAttempts: Map<string, AttemptRecord>
+  nextSeq: number
+  unconsumed: number
+  cancelRequested: boolean
+  phase: "body" | "compensation"
+  stop: Deferred.Deferred<StopReason>
+}
+
+/** The run a workflow body executes in. Provided by the engine; `Step` and `Workflow` read it. */
+export class WorkflowContext extends Context.Tag("@memento/workflow/WorkflowContext")<WorkflowContext, RunState>() {}
+
+export const makeState = (options: {
+  readonly runId: string
+  readonly workflowName: string
+  readonly epoch: number
+  readonly store: WorkflowStore["Type"]
+  readonly settings: Settings
+  readonly hooks: Hooks["Type"]
+  readonly entries: ReadonlyArray<JournalEntry>
+  readonly signals: ReadonlyArray<SignalRecord>
+  readonly cancelRequested: boolean
+}): Effect.Effect<RunState> =>
+  Effect.map(Deferred.make<StopReason>(), (stop) => {
+    const journal = new Map(options.entries.map((entry) => [entry.key, entry]))
+    const consumedSignals = new Set<string>()
+    let nextSeq = 1
+    let unconsumed = 0
+    for (const entry of options.entries) {
+      nextSeq = Math.max(nextSeq, entry.seq + 1)
+      if (entry.kind !== "compensation") unconsumed++
+      const signalId = entry.kind === "signal" ? Codec.metaField(entry.meta, "signalId") : undefined
+      if (typeof signalId === "string") consumedSignals.add(signalId)
+    }
+    return {
+      runId: options.runId,
+      workflowName: options.workflowName,
+      epoch: options.epoch,
+      store: options.store,
+      settings: options.settings,
+      hooks: options.hooks,
+      journal,
+      signals: options.signals,
+      consumed: new Set(),
+      consumedSignals,
+      occurrences: new Map(),
+      compensations: [],
+      pendingEntries: new Map(),
+      pendingAttempts: new Map(),
+      nextSeq,
+      unconsumed,
+      cancelRequested: options.cancelRequested,
+      phase: "body",
+      stop
+    }
+  })
+
+/** Stops the current phase of the run; the first reason wins. Never returns. */
+export const halt = (state: RunState, reason: StopReason): Effect.Effect<never> =>
+  Effect.zipRight(Deferred.succeed(state.stop, reason), Effect.never)
+
+export const park = (state: RunState, reason: ParkReason): Effect.Effect<never> =>
+  halt(state, { _tag: "Park", reason })
+
+/** Abandons the run as if its process died (testing kit), when the hook says so. */
+export const crashPoint = (state: RunState, point: CrashPoint, key: string): Effect.Effect<void> =>
+  Effect.suspend(() =>
+    state.hooks.crashAt(point, key) ? halt(state, { _tag: "Abandon", cause: `crash injected ${point} ${key}` }) : Effect.void
+  )
+
+/** The key of the next occurrence of `name` in this run: `name`, `name#2`, `name#3`, ... */
+export const nextKey = (state: RunState, name: string): string => {
+  const n = (state.occurrences.get(name) ?? 0) + 1
+  state.occurrences.set(name, n)
+  return n === 1 ? name : `${name}#${n}`
+}
+
+/**
+ * Looks `key` up in the journal and marks it replayed. A journaled entry of another kind means the
+ * code changed under the run: the run is parked.
+ */
+export const replay = (state: RunState, key: string, kind: EntryKind): Effect.Effect<JournalEntry | undefined> =>
+  Effect.suspend(() => {
+    const entry = state.journal.get(key)
+    if (entry === undefined) return Effect.succeed(undefined)
+    if (!state.consumed.has(key)) {
+      state.consumed.add(key)
+      if (entry.kind !== "compensation") state.unconsumed--
+    }
+    if (entry.kind !== kind) {
+      return park(
+        state,
+        new JournalMismatch({
+          workflowId: state.runId,
+          stepKey: key,
+          requested: key,
+          reason: `was journaled as a ${entry.kind} but the code now runs it as a ${kind}`
+        })
+      )
+    }
+    return Effect.succeed(entry)
+  })
+
+const firstUnconsumed = (state: RunState): JournalEntry | undefined => {
+  let first: JournalEntry | undefined
+  for (const entry of state.journal.values()) {
+    if (entry.kind === "compensation" || state.consumed.has(entry.key)) continue
+    if (first === undefined || entry.seq < first.seq) first = entry
+  }
+  return first
+}
+
+/**
+ * Lets concurrent branches replay what they still have in the journal, then returns the first
+ * journaled entry nothing replayed (undefined when the replay reached the end of the journal).
+ */
+export const settle = (state: RunState): Effect.Effect<JournalEntry | undefined> =>
+  Effect.gen(function*() {
+    let before = state.consumed.size
+    let idle = 0
+    while (state.unconsumed > 0 && idle < 3) {
+      yield* Effect.yieldNow()
+      idle = state.consumed.size === before ? idle + 1 : 0
+      before = state.consumed.size
+    }
+    return state.unconsumed > 0 ? firstUnconsumed(state) : undefined
+  })
+
+/**
+ * Called before new work (a key the journal does not have) and when the body ends. Journaled
+ * entries still not replayed mean the code no longer asks for them: the run is parked, nothing
+ * runs.
+ */
+export const checkFrontier = (state: RunState, requested: string | null): Effect.Effect<void> =>
+  state.unconsumed <= 0 ? Effect.void : Effect.flatMap(settle(state), (first) =>
+    first === undefined ? Effect.void : park(
+      state,
+      new JournalMismatch({
+        workflowId: state.runId,
+        stepKey: first.key,
+        requested,
+        reason: requested === null
+          ? "is in the journal but the code finished without replaying it (removed or renamed?)"
+          : "is in the journal but the code asked for new work before replaying it (renamed, removed or reordered?)"
+      })
+    ))
+
+/** Stops the body at a step boundary when an operator asked to cancel the run. */
+export const checkCancel = (state: RunState): Effect.Effect<void> =>
+  Effect.suspend(() => state.cancelRequested && state.phase === "body" ? halt(state, { _tag: "Cancel" }) : Effect.void)
+
+/** Buffers journal rows; they reach the store with the next commit (the next step's start). */
+export const buffer = (
+  state: RunState,
+  entries: ReadonlyArray<JournalEntry>,
+  attempts: ReadonlyArray<AttemptRecord> = []
+): void => {
+  for (const entry of entries) state.pendingEntries.set(entry.key, entry)
+  for (const attempt of attempts) state.pendingAttempts.set(`${attempt.key}\u0000${attempt.attempt}`, attempt)
+}
+
+const takePending = (state: RunState) => {
+  const entries = [...state.pendingEntries.values()]
+  const attempts = [...state.pendingAttempts.values()]
+  state.pendingEntries.clear()
+  state.pendingAttempts.clear()
+  return { entries, attempts }
+}
+
+/**
+ * Writes the buffered rows plus `entries`/`attempts` in one fenced commit. A lost lease or a store
+ * that keeps failing abandons the run: nothing more is written by this worker.
+ */
+export const flush = (
+  state: RunState,
+  entries: ReadonlyArray<JournalEntry> = [],
+  attempts: ReadonlyArray<AttemptRecord> = []
+): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    buffer(state, entries, attempts)
+    const pending = takePending(state)
+    if (pending.entries.length === 0 && pending.attempts.length === 0) return Effect.void
+    return state.store.commit({
+      runId: state.runId,
+      epoch: state.epoch,
+      leaseMs: state.settings.leaseMs,
+      entries: pending.entries,
+      attempts: pending.attempts
+    }).pipe(
+      Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+      Effect.matchEffect({
+        onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
+        onSuccess: (result) => {
+          if (result.cancelRequested) state.cancelRequested = true
+          return afterJournal(state, pending.entries)
+        }
+      })
+    )
+  })
+
+export const afterJournal = (state: RunState, entries: ReadonlyArray<JournalEntry>): Effect.Effect<void> =>
+  Effect.forEach(
+    entries.filter((entry) => entry.status !== "started"),
+    (entry) => crashPoint(state, "after-journal", entry.key),
+    { discard: true }
+  )
+
+/** Encodes a value to JSON text with its Schema and checks the size limit, parking the run otherwise. */
+export const encode = <A, I>(
+  state: RunState,
+  schema: Schema.Schema<A, I>,
+  value: A,
+  what: string,
+  stepKey: string
+): Effect.Effect<string | null> =>
+  Codec.encode(schema, value).pipe(
+    Effect.catchAll((error) =>
+      park(
+        state,
+        new JournalDecodeError({
+          workflowId: state.runId,
+          stepKey,
+          message: `${what} does not encode: ${ParseResult.isParseError(error) ? error.message : String(error)}`
+        })
+      )
+    ),
+    Effect.flatMap((text) => {
+      const bytes = Codec.byteLength(text)
+      return bytes > state.settings.maxValueBytes
+        ? park(
+          state,
+          new PayloadTooLarge({ workflowId: state.runId, what, bytes, limit: state.settings.maxValueBytes })
+        )
+        : Effect.succeed(text)
+    })
+  )
+
+/** Decodes journaled JSON text with its Schema, parking the run when it no longer decodes. */
+export const decode = <A, I>(
+  state: RunState,
+  schema: Schema.Schema<A, I>,
+  text: string | null,
+  what: string,
+  stepKey: string
+): Effect.Effect<A> =>
+  Codec.decode(schema, text).pipe(
+    Effect.catchAll((error) =>
+      park(
+        state,
+        new JournalDecodeError({ workflowId: state.runId, stepKey, message: `journaled ${what} no longer decodes: ${error}` })
+      )
+    )
+  )
+
+export const entry = (
+  fields: Pick<JournalEntry, "key" | "seq" | "kind" | "status" | "attempts" | "startedAt"> & Partial<JournalEntry>
+): JournalEntry => ({
+  output: null,
+  error: null,
+  meta: null,
+  completedAt: null,
+  ...fields
+})

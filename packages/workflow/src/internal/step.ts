@@ -1,0 +1,164 @@
+import { createHash } from "node:crypto"
+import type { Schedule, Schema } from "effect"
+import { Cause, Clock, Context, Data, Effect, Exit, Option, Schedule as Sched } from "effect"
+import { StepDefect } from "../WorkflowError.js"
+import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
+import * as Codec from "./codec.js"
+import type { RunState } from "./run.js"
+import { afterJournal, buffer, crashPoint, encode, entry, flush, halt, park } from "./run.js"
+
+/** What a step attempt can read about itself. */
+export interface StepInfo {
+  readonly workflowId: string
+  readonly key: string
+  readonly attempt: number
+  readonly idempotencyKey: string
+}
+
+export class StepContext extends Context.Tag("@memento/workflow/StepContext")<StepContext, StepInfo>() {}
+
+/** Stable across attempts, crashes and replays: derived from the workflow ID and the step key only. */
+export const idempotencyKeyFor = (workflowId: string, key: string): string =>
+  "mem_" + createHash("sha256").update(workflowId).update("\u0000").update(key).digest("base64url")
+
+export interface Spec<A, E, R> {
+  readonly key: string
+  readonly seq: number
+  readonly kind: "step" | "transaction" | "compensation"
+  readonly success: Schema.Schema<A, any>
+  readonly error: Schema.Schema<E, any>
+  readonly retry: Schedule.Schedule<unknown, E> | undefined
+  readonly retryOn: ((error: E) => boolean) | undefined
+  /** When false, a failure after the last retry is logged but not journaled: a replay runs it again. */
+  readonly journalFailure: boolean
+  readonly effect: Effect.Effect<A, E, R>
+}
+
+class UserFailure<E> extends Data.TaggedError("UserFailure")<{ readonly error: E }> {}
+
+/**
+ * Executes a step that the journal does not hold a result for: durable start marker, the effect
+ * with its `StepContext`, retries per the schedule, and the result buffered for the next commit.
+ * Transactional steps skip the marker and commit the effect and its journal row together.
+ */
+export const execute = <A, E, R>(
+  state: RunState,
+  spec: Spec<A, E, R>,
+  previous: JournalEntry | undefined
+): Effect.Effect<A, E, Exclude<R, StepContext>> =>
+  Effect.gen(function*() {
+    const key = spec.key
+    const seq = spec.seq
+    const startedAt = previous?.startedAt ?? (yield* Clock.currentTimeMillis)
+    const idempotencyKey = idempotencyKeyFor(state.runId, key)
+    const driver = yield* Sched.driver(spec.retry ?? (state.settings.defaultRetry as Schedule.Schedule<unknown, E>))
+    let attempt = previous?.attempts ?? 0
+    while (true) {
+      attempt++
+      const attemptStart = yield* Clock.currentTimeMillis
+      const running: AttemptRecord = {
+        key,
+        attempt,
+        outcome: "running",
+        error: null,
+        startedAt: attemptStart,
+        endedAt: null
+      }
+      const body = spec.effect.pipe(
+        Effect.provideService(StepContext, { workflowId: state.runId, key, attempt, idempotencyKey }),
+        Effect.onInterrupt(() =>
+          Effect.flatMap(Clock.currentTimeMillis, (endedAt) =>
+            Effect.sync(() => buffer(state, [], [{ ...running, outcome: "interrupted", endedAt }]))
+          )
+        ),
+        Effect.withSpan("memento.step", {
+          attributes: {
+            "workflow.id": state.runId,
+            "workflow.name": state.workflowName,
+            "step.key": key,
+            "step.kind": spec.kind,
+            attempt
+          }
+        })
+      ) as Effect.Effect<A, E, Exclude<R, StepContext>>
+      const succeeded = (output: string | null, endedAt: number): JournalEntry =>
+        entry({ key, seq, kind: spec.kind, status: "succeeded", output, attempts: attempt, startedAt, completedAt: endedAt })
+
+      let cause: Cause.Cause<E>
+      if (spec.kind === "transaction") {
+        yield* crashPoint(state, "before-step", key)
+        const pending = { entries: [...state.pendingEntries.values()], attempts: [...state.pendingAttempts.values()] }
+        state.pendingEntries.clear()
+        state.pendingAttempts.clear()
+        const transaction = yield* state.store.transaction(
+          body.pipe(
+            Effect.mapError((error) => new UserFailure({ error })),
+            Effect.flatMap((value) =>
+              Effect.all([Effect.succeed(value), encode(state, spec.success, value, `output of step "${key}"`, key)])
+            ),
+            Effect.tap(() => crashPoint(state, "after-effect", key)),
+            Effect.bindTo("result"),
+            Effect.bind("endedAt", () => Clock.currentTimeMillis)
+          ),
+          ({ endedAt, result: [, output] }) => ({
+            runId: state.runId,
+            epoch: state.epoch,
+            leaseMs: state.settings.leaseMs,
+            entries: [...pending.entries, succeeded(output, endedAt)],
+            attempts: [...pending.attempts, { ...running, outcome: "succeeded", endedAt }]
+          })
+        ).pipe(Effect.exit)
+        if (Exit.isSuccess(transaction)) {
+          const [{ endedAt, result: [value, output] }, result] = transaction.value
+          if (result.cancelRequested) state.cancelRequested = true
+          yield* afterJournal(state, [...pending.entries, succeeded(output, endedAt)])
+          return value
+        }
+        buffer(state, pending.entries, pending.attempts)
+        const failure = Cause.failureOption(transaction.cause)
+        if (Option.isSome(failure) && !(failure.value instanceof UserFailure)) {
+          // The store failed or the lease is gone: whether the transaction committed is unknown,
+          // so this worker stops; a replay reads the journal and runs the step again only if not.
+          return yield* halt(state, { _tag: "Abandon", cause: failure.value.message })
+        }
+        cause = Cause.map(transaction.cause, (error) => (error as UserFailure<E>).error)
+      } else {
+        yield* flush(state, [entry({ key, seq, kind: spec.kind, status: "started", attempts: attempt, startedAt })], [
+          running
+        ])
+        yield* crashPoint(state, "before-step", key)
+        const exit = yield* Effect.exit(body)
+        if (Exit.isSuccess(exit)) {
+          const output = yield* encode(state, spec.success, exit.value, `output of step "${key}"`, key)
+          yield* crashPoint(state, "after-effect", key)
+          const endedAt = yield* Clock.currentTimeMillis
+          buffer(state, [succeeded(output, endedAt)], [{ ...running, outcome: "succeeded", endedAt }])
+          return exit.value
+        }
+        cause = exit.cause
+      }
+
+      const endedAt = yield* Clock.currentTimeMillis
+      const failure = Cause.failureOption(cause)
+      if (Option.isNone(failure)) {
+        if (Cause.isInterruptedOnly(cause)) return yield* Effect.failCause(cause)
+        const message = Cause.pretty(cause)
+        buffer(state, [], [{ ...running, outcome: "failed", error: message, endedAt }])
+        return yield* park(state, new StepDefect({ workflowId: state.runId, stepKey: key, message }))
+      }
+      const error: E = failure.value
+      const message = Codec.errorMessage(error)
+      buffer(state, [], [{ ...running, outcome: "retrying", error: message, endedAt }])
+      const retryable = spec.retryOn === undefined || spec.retryOn(error)
+      const again = retryable ? Option.isSome(yield* Effect.option(driver.next(error))) : false
+      if (again) continue
+      buffer(state, [], [{ ...running, outcome: "failed", error: message, endedAt }])
+      if (spec.journalFailure) {
+        const encoded = yield* encode(state, spec.error, error, `error of step "${key}"`, key)
+        buffer(state, [
+          entry({ key, seq, kind: spec.kind, status: "failed", error: encoded, attempts: attempt, startedAt, completedAt: endedAt })
+        ])
+      }
+      return yield* Effect.fail(error)
+    }
+  })
