@@ -8,6 +8,7 @@ import { SqlStore } from "@memento/sql"
 import { LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
 import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
+import * as Statement from "@effect/sql/Statement"
 import { Context, Effect, Layer, Option } from "effect"
 import { tempSqliteFile } from "./utils/database.js"
 
@@ -72,6 +73,45 @@ describe("SqlStore on SQLite", () => {
       }))
       assert.strictEqual(reopened.run.status, "sleeping")
       assert.deepStrictEqual(reopened.entries.map((e) => e.key), ["a"])
+    }))
+
+  it.scopedLive("hot statements are served by indexes", () =>
+    Effect.gen(function*() {
+      const { sql, store } = yield* build(SqlStore.layerSqlite({ filename: tempSqliteFile() }))
+      const captured: Array<{ readonly name: string; readonly text: string; readonly params: ReadonlyArray<unknown> }> =
+        []
+      const capture = <A, E>(name: string, effect: Effect.Effect<A, E>) =>
+        Statement.withTransformer(effect, (statement) =>
+          Effect.sync(() => {
+            const [text, params] = statement.compile()
+            captured.push({ name, text, params })
+            return statement
+          }))
+      const id = ns()
+      const workflow = `wf-${id}`
+      yield* capture("create", store.create({ id: `run-${id}`, workflow, payload: "{}" }))
+      const [run] = yield* capture("claim", store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 }))
+      yield* capture("load", store.load(run.id))
+      yield* capture("commit", store.commit(commitOf(run, {
+        entries: [entry("a", 1, "succeeded")],
+        attempts: [{ key: "a", attempt: 1, outcome: "succeeded", error: null, startedAt: 1, endedAt: 2 }]
+      })))
+      yield* capture("heartbeat", store.heartbeat({ workerId: "w", runs: [{ id: run.id, epoch: 1 }], leaseMs: 60_000 }))
+      yield* capture("signal", store.signal({ runId: run.id, name: "s", signalId: "evt", payload: "1" }))
+      yield* capture("list", store.list({ workflow, status: "running" }))
+      yield* capture("list", store.list({ status: "running", limit: 10 }))
+      yield* capture("list", store.list({}))
+      yield* capture("inspect", store.inspect(run.id))
+      const counts = captured.reduce<Record<string, number>>((acc, { name }) => ({ ...acc, [name]: (acc[name] ?? 0) + 1 }), {})
+      // commit and signal run their statements in one transaction (BEGIN/COMMIT are not counted here)
+      assert.deepStrictEqual(counts, { create: 1, claim: 1, load: 1, commit: 3, heartbeat: 1, signal: 2, list: 3, inspect: 1 })
+      for (const { name, params, text } of captured) {
+        const plan = yield* sql.unsafe<{ readonly detail: string }>(`EXPLAIN QUERY PLAN ${text}`, params)
+        const scans = plan.map((row) => row.detail).filter((detail) =>
+          /^SCAN /.test(detail) && !/VIRTUAL TABLE|CONSTANT ROW|^SCAN held|USING (COVERING )?INDEX/.test(detail)
+        )
+        assert.deepStrictEqual(scans, [], `${name} scans a table: ${plan.map((row) => row.detail).join(" | ")}`)
+      }
     }))
 
   it.scopedLive("migrations are idempotent and honour the table prefix", () =>

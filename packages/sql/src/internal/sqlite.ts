@@ -108,12 +108,14 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
     const heartbeat: Store["heartbeat"] = (request) =>
       request.runs.length === 0
         ? Effect.succeed([])
-        : sql<{ readonly id: string }>`UPDATE ${runs} SET lease_expires_at = ${now} + ${request.leaseMs}
-            WHERE lease_owner = ${request.workerId} AND lease_expires_at > ${now}
-              AND EXISTS (
-                SELECT 1 FROM json_each(${JSON.stringify(request.runs)}) x
-                WHERE x.value ->> 'id' = ${runs}.id AND x.value ->> 'epoch' = ${runs}.epoch
-              )
+        : sql<{ readonly id: string }>`WITH held AS (
+              SELECT x.value ->> 'id' AS id, x.value ->> 'epoch' AS epoch
+              FROM json_each(${JSON.stringify(request.runs)}) x
+            )
+            UPDATE ${runs} SET lease_expires_at = ${now} + ${request.leaseMs}
+            WHERE id IN (SELECT id FROM held)
+              AND epoch IN (SELECT held.epoch FROM held WHERE held.id = ${runs}.id)
+              AND lease_owner = ${request.workerId} AND lease_expires_at > ${now}
             RETURNING id`.pipe(
             Effect.map((rows) => rows.map((row) => row.id)),
             mapSqlError("heartbeat"),

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import pg from "pg"
-import { inject } from "vitest"
+import { afterAll, inject } from "vitest"
 
 /** The URL of the test server's maintenance database. */
 export const serverUrl = (): string => inject("databaseUrl")
@@ -20,16 +20,32 @@ const withDatabase = (url: string, database: string): string => {
   return parsed.toString()
 }
 
-/** Creates `memento_test_<random>` on the test server and returns its URL. */
-export const freshDatabase = async (url: string = serverUrl()): Promise<string> => {
-  const name = `memento_test_${Math.random().toString(36).slice(2, 10)}`
+const adminQuery = async (url: string, query: (client: pg.Client) => string) => {
   const client = new pg.Client({ connectionString: url })
+  client.on("error", () => {})
   await client.connect()
   try {
-    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`)
+    await client.query(query(client))
   } finally {
     await client.end()
   }
+}
+
+/** Databases created on a server we did not start (`DATABASE_URL`): dropped after the file's tests. */
+const created: Array<{ readonly url: string; readonly name: string }> = []
+afterAll(async () => {
+  for (const { name, url } of created.splice(0)) {
+    await adminQuery(url, (client) => `DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`).catch(
+      () => {}
+    )
+  }
+})
+
+/** Creates `memento_test_<random>` on the test server and returns its URL. */
+export const freshDatabase = async (url: string = serverUrl()): Promise<string> => {
+  const name = `memento_test_${Math.random().toString(36).slice(2, 10)}`
+  await adminQuery(url, (client) => `CREATE DATABASE ${client.escapeIdentifier(name)}`)
+  if (!inject("databaseEmbedded")) created.push({ url, name })
   return withDatabase(url, name)
 }
 
@@ -37,10 +53,15 @@ export const freshDatabase = async (url: string = serverUrl()): Promise<string> 
 export const pgClient = (url: string, options: { readonly maxConnections?: number } = {}) =>
   PgClient.layer({ url: Redacted.make(url), maxConnections: options.maxConnections ?? 10 })
 
-/** A fresh temporary SQLite file, removed when the process exits. */
+const sqliteDirs: Array<string> = []
+afterAll(() => {
+  for (const dir of sqliteDirs.splice(0)) rmSync(dir, { recursive: true, force: true })
+})
+
+/** A fresh temporary SQLite file, removed after the test file's tests. */
 export const tempSqliteFile = (): string => {
   const dir = mkdtempSync(join(tmpdir(), "memento-sqlite-"))
-  process.once("exit", () => rmSync(dir, { recursive: true, force: true }))
+  sqliteDirs.push(dir)
   return join(dir, "store.db")
 }
 
