@@ -1,0 +1,154 @@
+/**
+ * Workers claim runs of the workflows registered in them and execute them: bounded concurrency,
+ * leases kept alive by heartbeats, sleeping and waiting runs released so they hold no slot, and a
+ * graceful shutdown that lets running runs finish (or releases their leases) when the layer's scope
+ * closes — `NodeRuntime.runMain` closes it on SIGTERM.
+ *
+ * @since 0.1.0
+ */
+import { hostname } from "node:os"
+import type { Fiber } from "effect"
+import { Clock, Duration, Effect, ExecutionStrategy, Layer, Queue, Random, Schedule, Scope, Stream } from "effect"
+import * as Engine from "./internal/engine.js"
+import { Hooks } from "./internal/run.js"
+import type * as Workflow from "./Workflow.js"
+import { WorkflowConfig } from "./WorkflowConfig.js"
+import type { RunRecord } from "./WorkflowStore.js"
+import { WorkflowStore } from "./WorkflowStore.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<W extends ReadonlyArray<Workflow.Any>> {
+  /** The workflows this worker executes; it never claims runs of other workflows. */
+  readonly workflows: W
+  /** Runs executed at once. Default 10. */
+  readonly concurrency?: number | undefined
+  /** Identifies the worker in leases. Default: host name, process ID and a random suffix. */
+  readonly workerId?: string | undefined
+}
+
+/**
+ * Starts a worker in the current scope; it stops (gracefully) when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <const W extends ReadonlyArray<Workflow.Any>>(
+  options: Options<W>
+): Effect.Effect<void, never, Scope.Scope | WorkflowStore | Workflow.HandlerOf<W[number]>> =>
+  Effect.gen(function*() {
+    const store = yield* WorkflowStore
+    const settings = yield* WorkflowConfig
+    const hooks = yield* Hooks
+    const handlers = new Map<string, Workflow.HandlerService>()
+    for (const workflow of options.workflows) {
+      handlers.set(workflow.name, yield* (workflow.tag as unknown as Effect.Effect<Workflow.HandlerService>))
+    }
+    const names = [...handlers.keys()]
+    const workerId = options.workerId ??
+      `${hostname()}-${process.pid}-${(yield* Random.nextIntBetween(0, 2 ** 31)).toString(36)}`
+    const concurrency = Math.max(1, options.concurrency ?? 10)
+    const active = new Map<string, { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined }>()
+    const wake = yield* Queue.sliding<void>(1)
+    const scope = yield* Effect.scope
+    const notify = Queue.offer(wake, undefined)
+
+    // Wake-up hints: new or woken runs of our workflows.
+    yield* store.events.pipe(
+      Stream.filter((event) => event._tag === "RunnableChanged" && handlers.has(event.workflow)),
+      Stream.runForEach(() => notify),
+      Effect.forkScoped
+    )
+
+    // Heartbeats: extend the leases held; a run whose lease is gone is stopped at once.
+    yield* Effect.gen(function*() {
+      const runs = [...active].map(([id, { epoch }]) => ({ id, epoch }))
+      if (runs.length === 0) return
+      const held = new Set(yield* store.heartbeat({ workerId, runs, leaseMs: settings.leaseMs }))
+      for (const run of runs) {
+        const current = active.get(run.id)
+        if (!held.has(run.id) && current?.epoch === run.epoch && current.fiber !== undefined) {
+          yield* Effect.logWarning("lease lost; stopping the run").pipe(Effect.annotateLogs("workflow.id", run.id))
+          active.delete(run.id)
+          yield* Effect.forkIn(Effect.asVoid(current.fiber.interruptAsFork(current.fiber.id())), scope)
+        }
+      }
+    }).pipe(
+      Effect.catchAll((error) => Effect.logWarning(`heartbeat failed: ${error.message}`)),
+      Effect.repeat(Schedule.spaced(Duration.millis(settings.heartbeatMs))),
+      Effect.forkScoped
+    )
+
+    // Runs execute in their own scope, closed after the graceful shutdown below.
+    const runScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        const fibers = [...active.values()].flatMap(({ fiber }) => fiber === undefined ? [] : [fiber])
+        yield* Effect.forEach(fibers, (fiber) => fiber.await, { concurrency: "unbounded", discard: true }).pipe(
+          Effect.timeout(Duration.millis(settings.shutdownGraceMs)),
+          Effect.ignore
+        )
+        yield* Effect.forEach([...active], ([id, { epoch, fiber }]) =>
+          Effect.gen(function*() {
+            if (fiber !== undefined) yield* fiber.interruptAsFork(fiber.id())
+            yield* Effect.ignore(store.release(id, epoch))
+          }), { discard: true })
+      })
+    )
+
+    const wakeAt = (at: number) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sleep(Duration.millis(Math.max(0, at - now)))).pipe(
+        Effect.zipRight(notify),
+        Effect.forkIn(runScope),
+        Effect.asVoid
+      )
+
+    const start = (run: RunRecord) =>
+      Effect.gen(function*() {
+        const slot: { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined } = {
+          epoch: run.epoch,
+          fiber: undefined
+        }
+        active.set(run.id, slot)
+        const handler = handlers.get(run.workflow)!
+        slot.fiber = yield* Engine.executeRun({ run, handler, store, settings, hooks }).pipe(
+          Effect.tap((outcome) =>
+            outcome._tag === "Suspended" && outcome.runnableAt !== null ? wakeAt(outcome.runnableAt) : Effect.void
+          ),
+          Effect.ensuring(Effect.zipRight(
+            Effect.sync(() => {
+              if (active.get(run.id) === slot) active.delete(run.id)
+            }),
+            notify
+          )),
+          Effect.forkIn(runScope)
+        )
+      })
+
+    yield* Effect.gen(function*() {
+      while (true) {
+        const free = concurrency - active.size
+        if (free > 0) {
+          const runs = yield* store.claim({ workerId, workflows: names, limit: free, leaseMs: settings.leaseMs }).pipe(
+            Effect.catchAll((error) => Effect.as(Effect.logWarning(`claim failed: ${error.message}`), []))
+          )
+          yield* Effect.forEach(runs, start, { discard: true })
+          if (runs.length > 0 && runs.length === free) continue
+        }
+        const jitter = yield* Random.nextRange(0.75, 1.25)
+        yield* Queue.take(wake).pipe(Effect.timeout(Duration.millis(settings.pollMs * jitter)), Effect.ignore)
+      }
+    }).pipe(Effect.forkScoped)
+  }).pipe(Effect.annotateLogs("memento.worker", options.workerId ?? "worker"))
+
+/**
+ * A worker as a layer: it runs while the layer is in use and shuts down gracefully with it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = <const W extends ReadonlyArray<Workflow.Any>>(
+  options: Options<W>
+): Layer.Layer<never, never, WorkflowStore | Workflow.HandlerOf<W[number]>> => Layer.scopedDiscard(make(options))

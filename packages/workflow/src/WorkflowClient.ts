@@ -1,0 +1,303 @@
+/**
+ * The client starts, awaits, signals, cancels, resumes, lists and inspects runs. It needs only a
+ * `WorkflowStore`, so it works in a process that runs no worker (an HTTP API, a CLI).
+ *
+ * @since 0.1.0
+ */
+import { randomUUID } from "node:crypto"
+import type { Option, Schema as S } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option as O, ParseResult, Queue, Schema, Stream } from "effect"
+import * as Codec from "./internal/codec.js"
+import { decodeRunError } from "./internal/engine.js"
+import type * as Workflow from "./Workflow.js"
+import { WorkflowConfig } from "./WorkflowConfig.js"
+import {
+  InvalidPayload,
+  InvalidRunState,
+  JournalDecodeError,
+  PayloadTooLarge,
+  RunNotFound,
+  RunParked,
+  WorkflowCancelled,
+  WorkflowIdConflict
+} from "./WorkflowError.js"
+import type { StoreError } from "./WorkflowError.js"
+import type { ListFilter, RunDetails, RunPage, RunRecord } from "./WorkflowStore.js"
+import { terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
+
+/**
+ * A started run. `created` is false when the workflow ID already existed (an idempotent start).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunHandle {
+  readonly id: string
+  readonly workflow: string
+  readonly created: boolean
+}
+
+/**
+ * How a finished run ended, as `result` reports it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ResultError<W extends Workflow.Any> = Workflow.ErrorOf<W> | WorkflowCancelled | RunParked
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface StartOptions {
+  /** The workflow ID; default: the workflow's `idempotencyKey(payload)`, else a random UUID. */
+  readonly id?: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /**
+   * Starts a run, idempotently by workflow ID: an existing ID with an equal payload returns the
+   * existing run; with another payload or workflow it fails with `WorkflowIdConflict`.
+   */
+  readonly start: <W extends Workflow.Any>(
+    workflow: W,
+    payload: Workflow.PayloadOf<W>,
+    options?: StartOptions
+  ) => Effect.Effect<RunHandle, WorkflowIdConflict | InvalidPayload | PayloadTooLarge | StoreError>
+  /** Waits for the run to finish and returns its typed result. Parked runs fail with `RunParked`. */
+  readonly result: <W extends Workflow.Any>(
+    workflow: W,
+    id: string
+  ) => Effect.Effect<
+    Workflow.SuccessOf<W>,
+    ResultError<W> | RunNotFound | InvalidRunState | JournalDecodeError | StoreError
+  >
+  /** `start` then `result`. */
+  readonly execute: <W extends Workflow.Any>(
+    workflow: W,
+    payload: Workflow.PayloadOf<W>,
+    options?: StartOptions
+  ) => Effect.Effect<
+    Workflow.SuccessOf<W>,
+    | ResultError<W>
+    | WorkflowIdConflict
+    | InvalidPayload
+    | PayloadTooLarge
+    | RunNotFound
+    | InvalidRunState
+    | JournalDecodeError
+    | StoreError
+  >
+  /** The result if the run has finished (or is parked), without waiting. */
+  readonly poll: <W extends Workflow.Any>(
+    workflow: W,
+    id: string
+  ) => Effect.Effect<
+    Option.Option<Exit.Exit<Workflow.SuccessOf<W>, ResultError<W>>>,
+    RunNotFound | InvalidRunState | JournalDecodeError | StoreError
+  >
+  /**
+   * Sends a signal (any JSON value; `Workflow.awaitSignal` decodes it with its Schema). A repeated
+   * `signalId` is ignored and reported as `duplicate`.
+   */
+  readonly signal: (
+    id: string,
+    name: string,
+    value: unknown,
+    options?: { readonly signalId?: string | undefined }
+  ) => Effect.Effect<{ readonly duplicate: boolean }, RunNotFound | InvalidPayload | PayloadTooLarge | StoreError>
+  /**
+   * Asks a run to stop: it stops at its next step boundary (a running step may finish), runs its
+   * compensations and ends `cancelled`.
+   */
+  readonly cancel: (id: string) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError>
+  /** Replays a `needs_attention` or `dead` run (after the code or data was fixed). */
+  readonly resume: (id: string) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError>
+  readonly get: (id: string) => Effect.Effect<RunRecord, RunNotFound | StoreError>
+  readonly list: (filter?: ListFilter) => Effect.Effect<RunPage, StoreError>
+  /** The run with its journal, execution log (every attempt) and signals. */
+  readonly inspect: (id: string) => Effect.Effect<RunDetails, RunNotFound | StoreError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class WorkflowClient extends Context.Tag("@memento/workflow/WorkflowClient")<WorkflowClient, Service>() {}
+
+const maxIdLength = 512
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(function*() {
+  const store = yield* WorkflowStore
+
+  const getRun = (id: string) =>
+    Effect.flatMap(store.get(id), O.match({
+      onNone: () => Effect.fail(new RunNotFound({ workflowId: id })),
+      onSome: Effect.succeed
+    }))
+
+  const start = Effect.fn("WorkflowClient.start")(function*<W extends Workflow.Any>(
+    workflow: W,
+    payload: Workflow.PayloadOf<W>,
+    options?: StartOptions
+  ) {
+    const settings = yield* WorkflowConfig
+    const encoded = yield* Codec.encode(workflow.payloadSchema, payload).pipe(
+      Effect.mapError((error) => new InvalidPayload({ workflow: workflow.name, message: error.message }))
+    )
+    const id = options?.id ?? workflow.idempotencyKey?.(payload) ?? randomUUID()
+    if (id.length === 0 || id.length > maxIdLength) {
+      return yield* new InvalidPayload({
+        workflow: workflow.name,
+        message: `workflow ID must be 1 to ${maxIdLength} characters, got ${id.length}`
+      })
+    }
+    const text = encoded ?? "null"
+    const bytes = Codec.byteLength(text)
+    if (bytes > settings.maxValueBytes) {
+      return yield* new PayloadTooLarge({ workflowId: id, what: "payload", bytes, limit: settings.maxValueBytes })
+    }
+    const { created, run } = yield* store.create({ id, workflow: workflow.name, payload: text })
+    if (!created && (run.workflow !== workflow.name || run.payload !== text)) {
+      return yield* new WorkflowIdConflict({
+        workflowId: id,
+        workflow: workflow.name,
+        existingWorkflow: run.workflow,
+        reason: run.workflow !== workflow.name ? "another workflow" : "a different payload"
+      })
+    }
+    return { id, workflow: workflow.name, created }
+  })
+
+  const outcome = <W extends Workflow.Any>(
+    workflow: W,
+    run: RunRecord
+  ): Effect.Effect<
+    Option.Option<Exit.Exit<Workflow.SuccessOf<W>, ResultError<W>>>,
+    InvalidRunState | JournalDecodeError
+  > =>
+    Effect.gen(function*() {
+      if (run.workflow !== workflow.name) {
+        return yield* new InvalidRunState({
+          workflowId: run.id,
+          status: run.status,
+          operation: `read the result as workflow "${workflow.name}" (it is "${run.workflow}")`
+        })
+      }
+      const corrupt = (what: string) => (message: string) =>
+        new JournalDecodeError({ workflowId: run.id, stepKey: `(${what})`, message })
+      switch (run.status) {
+        case "succeeded": {
+          const value = yield* Codec.decode(workflow.successSchema, run.output).pipe(Effect.mapError(corrupt("output")))
+          return O.some(Exit.succeed(value))
+        }
+        case "failed":
+        case "compensated":
+        case "cancelled":
+        case "needs_attention":
+        case "dead": {
+          const error = yield* decodeRunError(run.error).pipe(Effect.mapError(corrupt("error")))
+          switch (error._tag) {
+            case "Cancelled":
+              return O.some(Exit.fail(new WorkflowCancelled({ workflowId: run.id })))
+            case "Parked":
+              return O.some(Exit.fail(
+                new RunParked({
+                  workflowId: run.id,
+                  status: run.status === "dead" ? "dead" : "needs_attention",
+                  reason: error.reason.message
+                })
+              ))
+            case "Failure": {
+              const decoded = yield* Schema.decodeUnknown(workflow.errorSchema as S.Schema<unknown, unknown>)(
+                error.error
+              ).pipe(Effect.mapError((e) => corrupt("error")(ParseResult.TreeFormatter.formatErrorSync(e))))
+              return O.some(Exit.fail(decoded))
+            }
+          }
+        }
+        // falls through: unfinished statuses
+        default:
+          return O.none()
+      }
+    })
+
+  const poll = <W extends Workflow.Any>(workflow: W, id: string) =>
+    Effect.flatMap(getRun(id), (run) => outcome(workflow, run))
+
+  const result = <W extends Workflow.Any>(workflow: W, id: string) =>
+    Effect.gen(function*() {
+      const settings = yield* WorkflowConfig
+      const finished = yield* Queue.sliding<void>(1)
+      yield* store.events.pipe(
+        Stream.filter((event) => event._tag === "RunFinished" && event.runId === id),
+        Stream.runForEach(() => Queue.offer(finished, undefined)),
+        Effect.forkScoped
+      )
+      yield* Effect.yieldNow()
+      while (true) {
+        const done = yield* poll(workflow, id)
+        if (O.isSome(done)) return yield* done.value
+        yield* Queue.take(finished).pipe(Effect.timeout(Duration.millis(settings.resultPollMs)), Effect.ignore)
+      }
+    }).pipe(Effect.scoped, Effect.withSpan("WorkflowClient.result", { attributes: { "workflow.id": id } }))
+
+  const signal = Effect.fn("WorkflowClient.signal")(function*(
+    id: string,
+    name: string,
+    value: unknown,
+    options?: { readonly signalId?: string | undefined }
+  ) {
+    const settings = yield* WorkflowConfig
+    let payload: string | undefined
+    try {
+      payload = JSON.stringify(value)
+    } catch (error) {
+      return yield* new InvalidPayload({ workflow: id, message: `signal "${name}" is not JSON: ${String(error)}` })
+    }
+    if (payload === undefined) {
+      return yield* new InvalidPayload({ workflow: id, message: `signal "${name}" has no JSON value` })
+    }
+    const bytes = Codec.byteLength(payload)
+    if (bytes > settings.maxValueBytes) {
+      return yield* new PayloadTooLarge({ workflowId: id, what: `signal "${name}"`, bytes, limit: settings.maxValueBytes })
+    }
+    return yield* store.signal({ runId: id, name, signalId: options?.signalId ?? randomUUID(), payload })
+  })
+
+  const cancel = Effect.fn("WorkflowClient.cancel")(function*(id: string) {
+    const run = yield* getRun(id)
+    if (terminalStatuses.includes(run.status)) {
+      return yield* new InvalidRunState({ workflowId: id, status: run.status, operation: "cancel" })
+    }
+    return yield* store.requestCancel(id)
+  })
+
+  return WorkflowClient.of({
+    start,
+    result,
+    execute: (workflow, payload, options) =>
+      Effect.flatMap(start(workflow, payload, options), (handle) => result(workflow, handle.id)),
+    poll,
+    signal,
+    cancel,
+    resume: (id) => store.resume(id),
+    get: getRun,
+    list: (filter) => store.list(filter ?? {}),
+    inspect: (id) => store.inspect(id)
+  })
+})
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<WorkflowClient, never, WorkflowStore> = Layer.effect(WorkflowClient, make)

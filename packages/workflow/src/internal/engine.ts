@@ -1,0 +1,252 @@
+import type { Schema as S } from "effect"
+import { Cause, Clock, Deferred, Effect, Exit, Option, Schema } from "effect"
+import type { HandlerService } from "../Workflow.js"
+import type { Settings } from "../WorkflowConfig.js"
+import type { ParkReason as ParkReasonType } from "../WorkflowError.js"
+import { CompensationFailed, JournalDecodeError, ParkReason, RecoveryLimitReached, StepDefect } from "../WorkflowError.js"
+import type { RunRecord, RunTransition, WorkflowStore } from "../WorkflowStore.js"
+import * as Codec from "./codec.js"
+import type { Hooks, RunState, StopReason } from "./run.js"
+import * as Run from "./run.js"
+import { execute } from "./step.js"
+
+/**
+ * What a run's `error` column holds: the encoded workflow error, a cancellation, or why the run
+ * was parked (with the workflow error that started the compensation, if any).
+ */
+export const RunError = Schema.Union(
+  Schema.TaggedStruct("Failure", { error: Schema.Unknown }),
+  Schema.TaggedStruct("Cancelled", {}),
+  Schema.TaggedStruct("Parked", { reason: ParkReason, failure: Schema.optional(Schema.Unknown) })
+)
+export type RunError = typeof RunError.Type
+
+export const encodeRunError = (error: RunError): string => JSON.stringify(Schema.encodeSync(RunError)(error))
+
+export const decodeRunError = (text: string | null): Effect.Effect<RunError, string> =>
+  text === null ? Effect.fail("the run has no error recorded") : Codec.decode(RunError, text)
+
+type Failure = { readonly _tag: "Failure"; readonly error: unknown } | { readonly _tag: "Cancelled" }
+
+type Phase<A> = { readonly _tag: "Done"; readonly value: A } | { readonly _tag: "Stopped"; readonly reason: StopReason }
+
+/** Runs `effect` until it ends or something halts the run (suspend, park, cancel, abandon). */
+const phase = <A>(state: RunState, effect: Effect.Effect<A>): Effect.Effect<Phase<A>> =>
+  Effect.gen(function*() {
+    state.stop = yield* Deferred.make<StopReason>()
+    return yield* Effect.raceFirst(
+      Effect.map(effect, (value): Phase<A> => ({ _tag: "Done", value })),
+      Effect.map(Deferred.await(state.stop), (reason): Phase<A> => ({ _tag: "Stopped", reason }))
+    )
+  })
+
+/** Commits the buffered rows with a status change. */
+const transition = (state: RunState, change: RunTransition): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const entries = [...state.pendingEntries.values()]
+    const attempts = [...state.pendingAttempts.values()]
+    state.pendingEntries.clear()
+    state.pendingAttempts.clear()
+    return state.store.commit({
+      runId: state.runId,
+      epoch: state.epoch,
+      leaseMs: state.settings.leaseMs,
+      entries,
+      attempts,
+      transition: change
+    }).pipe(
+      Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+      Effect.matchEffect({
+        onFailure: (error) => Run.halt(state, { _tag: "Abandon", cause: error.message }),
+        onSuccess: (result) => {
+          if (result.cancelRequested) state.cancelRequested = true
+          return Run.afterJournal(state, entries)
+        }
+      })
+    )
+  })
+
+const encodeError = (state: RunState, schema: S.Schema.All, error: unknown): Effect.Effect<unknown> =>
+  Schema.encodeUnknown(schema as S.Schema<unknown, unknown>)(error).pipe(
+    Effect.catchAll((parseError) =>
+      Run.park(
+        state,
+        new JournalDecodeError({
+          workflowId: state.runId,
+          stepKey: "(workflow error)",
+          message: `the workflow failed with an error its error Schema does not encode: ${parseError.message}`
+        })
+      )
+    )
+  )
+
+/** What happened to one execution of a run, for the worker. */
+export type Outcome =
+  | { readonly _tag: "Finished"; readonly status: RunTransition["status"] }
+  | { readonly _tag: "Suspended"; readonly status: "sleeping" | "waiting"; readonly runnableAt: number | null }
+  | { readonly _tag: "Abandoned"; readonly cause: string }
+
+/**
+ * Executes one claimed run: loads its journal, replays the body, then finishes, suspends,
+ * compensates or parks it. Never fails: every problem ends as a status or an abandoned lease.
+ */
+export const executeRun = (options: {
+  readonly run: RunRecord
+  readonly handler: HandlerService
+  readonly store: WorkflowStore["Type"]
+  readonly settings: Settings
+  readonly hooks: Hooks["Type"]
+}): Effect.Effect<Outcome> =>
+  Effect.gen(function*() {
+    const { handler, hooks, run, settings, store } = options
+    const workflow = handler.workflow
+    const snapshot = yield* store.load(run.id).pipe(
+      Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+      Effect.either
+    )
+    if (snapshot._tag === "Left") return { _tag: "Abandoned", cause: snapshot.left.message } as const
+    const state = yield* Run.makeState({
+      runId: run.id,
+      workflowName: run.workflow,
+      epoch: run.epoch,
+      store,
+      settings,
+      hooks,
+      entries: snapshot.right.entries,
+      signals: snapshot.right.signals,
+      cancelRequested: snapshot.right.run.cancelRequested || run.cancelRequested
+    })
+
+    const finish = (status: RunTransition["status"], change: Omit<RunTransition, "status" | "runnableAt" | "release">) =>
+      Effect.as(transition(state, { status, runnableAt: null, release: true, ...change }), status)
+
+    const parkWith = (reason: ParkReasonType, failure?: unknown) =>
+      finish(reason._tag === "RecoveryLimitReached" ? "dead" : "needs_attention", {
+        error: encodeRunError({ _tag: "Parked", reason, ...(failure === undefined ? {} : { failure }) })
+      })
+
+    const compensate = (failure: Failure) =>
+      Effect.gen(function*() {
+        state.phase = "compensation"
+        const compensations = [...state.compensations].sort((a, b) => b.seq - a.seq)
+        const failedKeys: Array<string> = []
+        const messages: Array<string> = []
+        if (compensations.length > 0) {
+          yield* transition(state, {
+            status: "compensating",
+            runnableAt: yield* Clock.currentTimeMillis,
+            release: false
+          })
+        }
+        for (const compensation of compensations) {
+          const key = `${compensation.key}#compensate`
+          const previous = yield* Run.replay(state, key, "compensation")
+          if (previous?.status === "succeeded") continue
+          const exit = yield* Effect.exit(execute(state, {
+            key,
+            seq: previous?.seq ?? state.nextSeq++,
+            kind: "compensation",
+            success: Schema.Void,
+            error: Schema.Unknown,
+            retry: undefined,
+            retryOn: undefined,
+            journalFailure: false,
+            effect: Effect.asVoid(compensation.effect)
+          }, previous))
+          if (Exit.isFailure(exit)) {
+            failedKeys.push(compensation.key)
+            messages.push(`${compensation.key}: ${Codec.errorMessage(Cause.squash(exit.cause))}`)
+          }
+        }
+        const failureJson = failure._tag === "Failure" ? failure.error : undefined
+        if (failedKeys.length > 0) {
+          return yield* parkWith(
+            new CompensationFailed({ workflowId: state.runId, stepKeys: failedKeys, message: messages.join("; ") }),
+            failureJson
+          )
+        }
+        const status = failure._tag === "Cancelled" ? "cancelled" : compensations.length > 0 ? "compensated" : "failed"
+        return yield* finish(status, { error: encodeRunError(failure) })
+      })
+
+    const afterBody = (exit: Exit.Exit<unknown, unknown>) =>
+      Effect.gen(function*() {
+        if (Exit.isSuccess(exit)) {
+          yield* Run.checkFrontier(state, null)
+          const output = yield* Run.encode(state, workflow.successSchema, exit.value, "workflow output", "(output)")
+          return yield* finish("succeeded", { output, error: null })
+        }
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure)) {
+          yield* Run.checkFrontier(state, null)
+          const error = yield* encodeError(state, workflow.errorSchema, failure.value)
+          const text = JSON.stringify(error ?? null)
+          if (Codec.byteLength(text) > settings.maxValueBytes) {
+            return yield* parkWith(
+              new StepDefect({ workflowId: state.runId, stepKey: "(workflow error)", message: "workflow error too large" })
+            )
+          }
+          return yield* compensate({ _tag: "Failure", error })
+        }
+        return yield* parkWith(
+          new StepDefect({ workflowId: state.runId, stepKey: "(workflow body)", message: Cause.pretty(exit.cause) })
+        )
+      })
+
+    const onStopped = (reason: StopReason): Effect.Effect<Outcome> => {
+      switch (reason._tag) {
+        case "Abandon":
+          return Effect.succeed({ _tag: "Abandoned", cause: reason.cause })
+        case "Park":
+          return settle(parkWith(reason.reason))
+        case "Cancel":
+          return settle(compensate({ _tag: "Cancelled" }))
+        case "Suspend": {
+          const maxSignal = state.signals.reduce((max, signal) => Math.max(max, signal.seq), 0)
+          return settle(
+            Effect.as(
+              transition(state, {
+                status: reason.status,
+                runnableAt: reason.runnableAt,
+                release: true,
+                ...(reason.status === "waiting" ? { signalSeenSeq: maxSignal } : {})
+              }),
+              { _tag: "Suspended", status: reason.status, runnableAt: reason.runnableAt } as const
+            )
+          )
+        }
+      }
+    }
+
+    const settle = <A extends Outcome | RunTransition["status"]>(
+      effect: Effect.Effect<A>
+    ): Effect.Effect<Outcome> =>
+      Effect.flatMap(phase(state, effect), (result): Effect.Effect<Outcome> => {
+        if (result._tag === "Stopped") return onStopped(result.reason)
+        const value: Outcome | RunTransition["status"] = result.value
+        return Effect.succeed(typeof value === "string" ? { _tag: "Finished", status: value } : value)
+      })
+
+    if (run.recoveries >= settings.maxRecoveries) {
+      return yield* settle(parkWith(new RecoveryLimitReached({ workflowId: run.id, recoveries: run.recoveries })))
+    }
+    const payload = yield* Codec.decode(workflow.payloadSchema, run.payload).pipe(Effect.either)
+    if (payload._tag === "Left") {
+      return yield* settle(
+        parkWith(
+          new JournalDecodeError({ workflowId: run.id, stepKey: "(payload)", message: `payload no longer decodes: ${payload.left}` })
+        )
+      )
+    }
+    const body = yield* phase(
+      state,
+      Effect.exit(Effect.provideService(handler.execute(payload.right), Run.WorkflowContext, state))
+    )
+    if (body._tag === "Stopped") return yield* onStopped(body.reason)
+    return yield* settle(afterBody(body.value))
+  }).pipe(
+    Effect.withSpan("memento.run", {
+      attributes: { "workflow.id": options.run.id, "workflow.name": options.run.workflow, "run.epoch": options.run.epoch }
+    }),
+    Effect.annotateLogs({ "workflow.id": options.run.id, "workflow.name": options.run.workflow })
+  )
