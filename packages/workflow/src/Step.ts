@@ -134,7 +134,7 @@ export const run: {
   ): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext>
 } = (name: string, ...args: Array<any>): any =>
   args.length === 1
-    ? runStep("step", name, { success: Schema.Void }, args[0])
+    ? runStep("step", name, { success: Schema.Void }, Effect.asVoid(args[0]))
     : runStep("step", name, args[0], args[1])
 
 /**
@@ -155,7 +155,7 @@ export const transaction: {
   ): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext>
 } = (name: string, ...args: Array<any>): any =>
   args.length === 1
-    ? runStep("transaction", name, { success: Schema.Void }, args[0])
+    ? runStep("transaction", name, { success: Schema.Void }, Effect.asVoid(args[0]))
     : runStep("transaction", name, args[0], args[1])
 
 /**
