@@ -90,7 +90,9 @@ const runStep = <A, I, E, EI, R, R2>(
     } else if (previous !== undefined && previous.status === "failed") {
       return yield* Effect.flatMap(Run.decode(state, error, previous.error, "error", key), Effect.fail)
     } else {
-      if (previous === undefined) yield* Run.checkFrontier(state, key)
+      // Also for a step whose start marker is journaled: running it while journaled steps are still
+      // unreplayed would execute a side effect in a replay that contradicts the journal.
+      yield* Run.checkFrontier(state, key)
       yield* Run.checkCancel(state)
       value = yield* execute(state, {
         key,
