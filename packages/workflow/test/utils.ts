@@ -128,7 +128,7 @@ export const advanceUntil = <E, R>(
 ): Effect.Effect<void, E, R> =>
   Effect.gen(function*() {
     const stepMs = options?.stepMs ?? 100
-    const maxMs = options?.maxMs ?? 600_000
+    const maxMs = options?.maxMs ?? 120_000
     yield* settle
     for (let elapsed = 0; elapsed <= maxMs; elapsed += stepMs) {
       if (yield* check) return
