@@ -1,0 +1,243 @@
+/**
+ * The engine's side of fencing and recovery: a recovered run is claimed at a higher epoch, a
+ * worker that lost its lease writes nothing and starts no further step (guarantee 5), a run that
+ * keeps killing its worker is parked `dead` and can be resumed, and bad values park the run instead
+ * of crashing the worker (guarantee 10).
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
+import { Context, Deferred, Effect, Exit, Layer, Schema, Scope, TestClock } from "effect"
+import {
+  awaitStatus,
+  crashes,
+  expireLease,
+  failureOf,
+  Recorder,
+  resultOf,
+  runError,
+  settings,
+  settle,
+  startWorker,
+  successOf,
+  testEnv
+} from "./utils.js"
+
+class WorkerName extends Context.Tag("test/WorkerName")<WorkerName, string>() {}
+
+describe("lease fencing in the engine (guarantee 5)", () => {
+  it.effect("a worker that lost its lease writes nothing further and starts no further step", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "fenced", payload: Schema.Void, success: Schema.Array(Schema.String) })
+    return Effect.gen(function*() {
+      const latch = yield* Deferred.make<void>()
+      const implementation = (name: string) =>
+        W.implement(() =>
+          Effect.gen(function*() {
+            const worker = yield* WorkerName
+            const first = yield* Step.run(
+              "step-1",
+              { success: Schema.String },
+              Effect.gen(function*() {
+                yield* recorder.record("step-1", worker)
+                // Worker A stalls inside the step (a long GC pause, a partition) ...
+                if (worker === "A") yield* Deferred.await(latch)
+                return `step-1 by ${worker}`
+              })
+            )
+            const second = yield* Step.run(
+              "step-2",
+              { success: Schema.String },
+              Effect.as(recorder.record("step-2", worker), `step-2 by ${worker}`)
+            )
+            return [first, second]
+          })
+        ).pipe(Layer.provide(Layer.succeed(WorkerName, name)))
+
+      const store = yield* MemoryStore.make
+      const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
+      const inStore = <A, E>(effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>) =>
+        effect.pipe(
+          Effect.provideService(WorkflowStore.WorkflowStore, store),
+          Effect.provideService(WorkflowClient.WorkflowClient, client)
+        )
+
+      // ... and sends no heartbeats meanwhile.
+      const a = yield* inStore(startWorker({
+        workflows: [W],
+        implementations: implementation("A"),
+        concurrency: 1,
+        workerId: "A",
+        settings: { heartbeatMs: 3_600_000 }
+      }))
+      const { id } = yield* client.start(W, undefined, { id: "fenced-1" })
+      yield* settle
+      assert.deepStrictEqual(recorder.data("step-1"), ["A"])
+      const claimedByA = yield* client.get(id)
+      assert.strictEqual(claimedByA.leaseOwner, "A")
+      assert.strictEqual(claimedByA.epoch, 1)
+
+      // Worker B claims the run once A's lease expired and finishes it.
+      const b = yield* inStore(startWorker({ workflows: [W], implementations: implementation("B"), workerId: "B" }))
+      yield* expireLease
+      const done = yield* inStore(awaitStatus(id, "succeeded"))
+      assert.strictEqual(done.epoch, 2)
+      const before = yield* client.inspect(id)
+      assert.deepStrictEqual(JSON.parse(before.run.output!), ["step-1 by B", "step-2 by B"])
+
+      // A wakes up: its step ends, but the commit with its result (and step 2's start) is fenced.
+      yield* Deferred.succeed(latch, undefined)
+      yield* settle
+      yield* TestClock.adjust(settings.leaseMs! * 2)
+      assert.deepStrictEqual(recorder.data("step-1"), ["A", "B"])
+      assert.deepStrictEqual(recorder.data("step-2"), ["B"], "A started no further step")
+      const after = yield* client.inspect(id)
+      assert.deepStrictEqual(after, before, "A wrote nothing")
+      assert.deepStrictEqual(
+        after.attempts.map((attempt) => [attempt.key, attempt.attempt, attempt.outcome]),
+        [["step-1", 1, "running"], ["step-1", 2, "succeeded"], ["step-2", 1, "succeeded"]]
+      )
+      assert.strictEqual(successOf(yield* inStore(resultOf(W, id)))[0], "step-1 by B")
+      yield* Scope.close(a, Exit.void)
+      yield* Scope.close(b, Exit.void)
+    })
+  })
+})
+
+describe("recovery limit (guarantee 10)", () => {
+  it.effect("a run that keeps crashing its worker is parked dead after maxRecoveries; resume runs it again", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "poison", payload: Schema.Void, success: Schema.String })
+    const implementations = W.implement(() =>
+      Effect.gen(function*() {
+        yield* Step.run("step-1", recorder.record("step-1"))
+        return yield* Step.run("step-2", { success: Schema.String }, Effect.as(recorder.record("step-2"), "done"))
+      })
+    )
+    const maxRecoveries = 3
+    const crash = crashes({ point: "before-step", key: "step-2", times: Infinity })
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(W, undefined, { id: "poison-1" })
+      const dead = yield* awaitStatus(id, "dead", { stepMs: 500 })
+      assert.isAtLeast(crash.fired.length, maxRecoveries)
+      assert.isAtMost(crash.fired.length, maxRecoveries + 1)
+      const error = yield* runError(id)
+      assert.strictEqual(error._tag, "Parked")
+      assert.strictEqual(error.reason._tag, "RecoveryLimitReached")
+      assert.strictEqual(error.reason.recoveries, maxRecoveries)
+      assert.isNull(dead.leaseOwner)
+      const parked = failureOf(yield* resultOf(W, id))
+      assert.instanceOf(parked, WorkflowError.RunParked)
+      assert.strictEqual(parked.status, "dead")
+
+      // Dead means nobody claims it again.
+      const fired = crash.fired.length
+      yield* TestClock.adjust(settings.leaseMs! * 10)
+      assert.strictEqual(crash.fired.length, fired)
+      assert.strictEqual((yield* client.get(id)).status, "dead")
+      assert.deepStrictEqual(recorder.counts("step-1", "step-2"), { "step-1": 1, "step-2": 0 })
+
+      // The bug is fixed; an operator resumes the run.
+      crash.disable()
+      const resumed = yield* client.resume(id)
+      assert.strictEqual(resumed.status, "pending")
+      assert.strictEqual(resumed.recoveries, 0)
+      assert.strictEqual(successOf(yield* resultOf(W, id)), "done")
+      assert.deepStrictEqual(recorder.counts("step-1", "step-2"), { "step-1": 1, "step-2": 1 })
+      assert.strictEqual((yield* client.get(id)).status, "succeeded")
+    }).pipe(
+      Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks, settings: { maxRecoveries } }))
+    )
+  })
+
+  it.effect("a run that finishes steps between crashes is not counted as poison", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "progress", payload: Schema.Void, success: Schema.Number })
+    const names = ["s1", "s2", "s3", "s4", "s5"]
+    const implementations = W.implement(() =>
+      Effect.as(Effect.forEach(names, (name) => Step.run(name, recorder.record(name)), { discard: true }), 5)
+    )
+    // A crash after each of the first four steps' results was journaled: four recoveries in all
+    // (more than maxRecoveries), each after progress.
+    const crash = crashes(...names.slice(0, 4).map((key) => ({ point: "after-journal" as const, key })))
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(W, undefined, { id: "progress-1" })
+      assert.strictEqual(successOf(yield* resultOf(W, id, { stepMs: 500 })), 5)
+      assert.strictEqual(crash.fired.length, 4)
+      assert.deepStrictEqual(recorder.counts(...names), { s1: 1, s2: 1, s3: 1, s4: 1, s5: 1 })
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks, settings: { maxRecoveries: 2 } })))
+  })
+})
+
+describe("bad values park the run (guarantee 10)", () => {
+  it.effect("an oversized step output parks the run with PayloadTooLarge before it is journaled", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "big-output", payload: Schema.Void, success: Schema.Number })
+    const implementations = W.implement(() =>
+      Effect.gen(function*() {
+        const big = yield* Step.run("big", { success: Schema.String }, Effect.as(recorder.record("big"), "x".repeat(200)))
+        yield* Step.run("after", recorder.record("after"))
+        return big.length
+      })
+    )
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(W, undefined, { id: "big-1" })
+      const parked = failureOf(yield* resultOf(W, id))
+      assert.instanceOf(parked, WorkflowError.RunParked)
+      assert.strictEqual(parked.status, "needs_attention")
+      const error = yield* runError(id)
+      assert.strictEqual(error.reason._tag, "PayloadTooLarge")
+      assert.strictEqual(error.reason.workflowId, id)
+      assert.strictEqual(error.reason.limit, 128)
+      assert.strictEqual(error.reason.bytes, 202)
+      assert.include(error.reason.what, "big")
+      assert.deepStrictEqual(recorder.counts("big", "after"), { big: 1, after: 0 })
+      const details = yield* client.inspect(id)
+      assert.deepStrictEqual(details.entries.map((e) => [e.key, e.status, e.output]), [["big", "started", null]])
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, settings: { maxValueBytes: 128 } })))
+  })
+
+  it.effect("an oversized workflow output parks the run; an oversized signal is refused", () => {
+    const W = Workflow.make({ name: "big-result", payload: Schema.Void, success: Schema.String })
+    const implementations = W.implement(() => Effect.succeed("y".repeat(500)))
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(W, undefined, { id: "big-2" })
+      assert.instanceOf(failureOf(yield* resultOf(W, id)), WorkflowError.RunParked)
+      assert.strictEqual((yield* runError(id)).reason._tag, "PayloadTooLarge")
+      assert.isNull((yield* client.get(id)).output)
+      const refused = yield* Effect.flip(client.signal(id, "s", "z".repeat(500)))
+      assert.instanceOf(refused, WorkflowError.PayloadTooLarge)
+      assert.deepStrictEqual((yield* client.inspect(id)).signals, [])
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, settings: { maxValueBytes: 128 } })))
+  })
+
+  it.effect("a stored payload that no longer decodes parks its run; the worker keeps serving others", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "typed-payload", payload: Schema.Struct({ n: Schema.Number }), success: Schema.Number })
+    const implementations = W.implement(({ n }) => Effect.as(recorder.record("body", n), n * 2))
+    return Effect.gen(function*() {
+      const store = yield* WorkflowStore.WorkflowStore
+      const client = yield* WorkflowClient.WorkflowClient
+      yield* store.create({ id: "corrupt", workflow: "typed-payload", payload: "{not json" })
+      yield* store.create({ id: "wrong-shape", workflow: "typed-payload", payload: "{\"n\":\"seven\"}" })
+      yield* store.create({ id: "unknown", workflow: "no-such-workflow", payload: "{}" })
+      const { id } = yield* client.start(W, { n: 21 })
+      assert.strictEqual(successOf(yield* resultOf(W, id)), 42)
+      for (const bad of ["corrupt", "wrong-shape"]) {
+        yield* awaitStatus(bad, "needs_attention")
+        const error = yield* runError(bad)
+        assert.strictEqual(error.reason._tag, "JournalDecodeError")
+        assert.strictEqual(error.reason.stepKey, "(payload)")
+      }
+      assert.deepStrictEqual(recorder.data("body"), [21])
+      // A run of a workflow this worker does not know is left alone for a worker that knows it.
+      yield* TestClock.adjust(settings.leaseMs! * 4)
+      const unknown = yield* client.get("unknown")
+      assert.strictEqual(unknown.status, "pending")
+      assert.strictEqual(unknown.epoch, 0)
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations })))
+  })
+})
