@@ -94,7 +94,11 @@ export class ReplaySafetyTimeout extends Data.TaggedError("ReplaySafetyTimeout")
  */
 export interface Options<W extends Workflow.Any, E, R> {
   readonly workflow: W
-  /** The workflow's implementation layer (`Workflow.implement`), with what it needs. */
+  /**
+   * The workflow's implementation layer (`Workflow.implement`), with what it needs. A
+   * `WorkflowStore` it requires (say, to build a `WorkflowClient` that sends signals) is the
+   * run's MemoryStore.
+   */
   readonly implementation: L.Layer<Workflow.HandlerOf<W>, E, R>
   readonly payload: Workflow.PayloadOf<W>
   /** Signals sent right after the start (e.g. the answers `awaitSignal` waits for). */
@@ -116,7 +120,7 @@ export interface Options<W extends Workflow.Any, E, R> {
  */
 export const replaySafety = <W extends Workflow.Any, E, R>(
   options: Options<W, E, R>
-): Effect.Effect<Report, ReplaySafetyViolation | ReplaySafetyTimeout | E, R> =>
+): Effect.Effect<Report, ReplaySafetyViolation | ReplaySafetyTimeout | E, Exclude<R, WorkflowStore>> =>
   Effect.gen(function*() {
     const settings = { leaseMs: 60_000, heartbeatMs: 20_000, pollMs: 120_000, resultPollMs: 120_000, ...options.settings }
     const maxTicks = options.maxTicks ?? 10_000
