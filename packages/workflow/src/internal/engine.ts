@@ -104,7 +104,12 @@ export const executeRun = (options: {
       Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
       Effect.either
     )
-    if (snapshot._tag === "Left") return { _tag: "Abandoned", cause: snapshot.left.message } as const
+    // A run whose journal cannot be loaded (an undecodable row) is abandoned like a crash, so it is
+    // parked `dead` below once it reached the recovery limit instead of being claimed forever.
+    if (snapshot._tag === "Left" && run.recoveries < settings.maxRecoveries) {
+      return { _tag: "Abandoned", cause: snapshot.left.message } as const
+    }
+    const loaded = snapshot._tag === "Right" ? snapshot.right : undefined
     const state = yield* Run.makeState({
       runId: run.id,
       workflowName: run.workflow,
@@ -112,9 +117,9 @@ export const executeRun = (options: {
       store,
       settings,
       hooks,
-      entries: snapshot.right.entries,
-      signals: snapshot.right.signals,
-      cancelRequested: snapshot.right.run.cancelRequested || run.cancelRequested
+      entries: loaded?.entries ?? [],
+      signals: loaded?.signals ?? [],
+      cancelRequested: (loaded?.run.cancelRequested ?? false) || run.cancelRequested
     })
 
     const finish = (status: RunTransition["status"], change: Omit<RunTransition, "status" | "runnableAt" | "release">) =>
