@@ -1,0 +1,85 @@
+/**
+ * The engine end to end on Postgres: the shared engine suite (`utils/engineSuite.ts`), and the cost
+ * of a run counted at the driver: one statement per step on the happy path.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { SqlStore } from "@memento/sql"
+import { Step, Workflow, WorkflowClient } from "@memento/workflow"
+import { Context, Effect, Layer, Schema } from "effect"
+import { countingPgClient, freshDatabase, pgClient } from "./utils/database.js"
+import { ns, workerLayer } from "./utils/engine.js"
+import { engineSuite } from "./utils/engineSuite.js"
+
+const url = await freshDatabase()
+
+engineSuite("engine on Postgres", SqlStore.layer().pipe(Layer.provideMerge(pgClient(url))))
+
+describe("engine on Postgres: statements", () => {
+  it.scopedLive("a 3-step run costs create, claim, load, one commit per step and the finish", () =>
+    Effect.gen(function*() {
+      const id = ns()
+      const Three = Workflow.make({ name: `three-${id}`, payload: Schema.Number, success: Schema.Number })
+      const implementations = Three.implement((n) =>
+        Effect.gen(function*() {
+          const a = yield* Step.run("a", { success: Schema.Number }, Effect.succeed(n + 1))
+          const b = yield* Step.run("b", { success: Schema.Number }, Effect.succeed(a + 1))
+          return yield* Step.run("c", { success: Schema.Number }, Effect.succeed(b + 1))
+        })
+      )
+      // The worker's pool and the client's pool count their statements separately. The worker polls
+      // and heartbeats only once a minute: it claims on LISTEN/NOTIFY hints, so every statement it
+      // sends during the test belongs to a run.
+      const worker = countingPgClient(url)
+      const front = countingPgClient(url)
+      yield* Layer.build(
+        workerLayer({
+          workflows: [Three],
+          implementations,
+          settings: { pollMs: 60_000, heartbeatMs: 60_000, leaseMs: 120_000 }
+        }).pipe(Layer.provide(SqlStore.layer().pipe(Layer.provide(worker.client))))
+      )
+      const client = Context.get(
+        yield* Layer.build(WorkflowClient.layer.pipe(Layer.provide(SqlStore.layer().pipe(Layer.provide(front.client))))),
+        WorkflowClient.WorkflowClient
+      )
+      // warm-up: the worker's LISTEN connection is up once a run went through
+      yield* Effect.sleep("300 millis")
+      assert.strictEqual(yield* client.execute(Three, 0, { id: `three-${id}-warm-up` }).pipe(Effect.timeout("20 seconds")), 3)
+
+      const first = worker.log.statements.length
+      const runs: Array<string> = []
+      for (let i = 1; i <= 5; i++) {
+        const [run, onStart] = yield* front.log.count(client.start(Three, i, { id: `three-${id}-${i}` }))
+        assert.strictEqual(onStart.length, 1, `start: ${onStart.join("\n")}`)
+        assert.strictEqual(yield* client.result(Three, run.id).pipe(Effect.timeout("20 seconds")), i + 3)
+        runs.push(run.id)
+      }
+      yield* Effect.sleep("300 millis")
+      const sent = worker.log.statements.slice(first)
+      const mentions = (runId: string) => (s: (typeof sent)[number]) =>
+        s.values.some((v) => typeof v === "string" && v.includes(runId))
+      for (const runId of runs) {
+        const mine = sent.filter(mentions(runId))
+        const loads = mine.filter((s) => /^select/i.test(s.text))
+        const writes = mine.filter((s) => !/^select/i.test(s.text))
+        assert.deepStrictEqual(
+          { loads: loads.length, writes: writes.length },
+          { loads: 1, writes: 4 },
+          `statements of ${runId}:\n${mine.map((s) => s.text.slice(0, 120)).join("\n")}`
+        )
+        assert.strictEqual((yield* client.get(runId)).epoch, 1, "claimed once")
+      }
+      // everything else the worker sent was a claim (one per wake-up hint at most): no BEGIN/COMMIT,
+      // no second statement for a step
+      const others = sent.filter((s) => !runs.some((runId) => mentions(runId)(s)))
+      const claims = others.filter((s) => s.text.includes("SKIP LOCKED"))
+      assert.deepStrictEqual(others.filter((s) => !s.text.includes("SKIP LOCKED")).map((s) => s.text), [])
+      assert.isAtLeast(claims.length, runs.length)
+      assert.isAtMost(claims.length, 2 * runs.length + 1)
+      const perRun = (sent.length - claims.length) / runs.length
+      console.log(
+        `3-step run on Postgres: 1 create + 1 claim + ${perRun} (1 load + 3 step commits + 1 finish) statements per run, ` +
+          `${claims.length} claims in all for ${runs.length} runs (one takes the run, one finds nothing after it)`
+      )
+    }), 60_000)
+})
