@@ -1,0 +1,109 @@
+/**
+ * The service's layers, configured from the environment. Shared by `main.ts` (API, in-process
+ * worker and the first-start scenario) and `worker.ts` (a worker only).
+ *
+ * - `DATABASE_URL`: a Postgres URL; without it, an embedded SQLite file (`SQLITE_FILE`, default
+ *   `.memento/checkout.db`, its folder created).
+ * - `FAULT_ERROR_RATE`, `FAULT_LOST_RESPONSE_RATE` (0..1), `FAULT_LATENCY_MS`: failure injection in
+ *   every simulated provider (default none).
+ * - `PAYMENT_CONFIRMATION_DELAY` (default 500 millis), `PAYMENT_CONFIRMATION_TIMEOUT` (default
+ *   30 seconds): when the payment provider confirms, and how long the saga waits for it.
+ */
+import { mkdirSync } from "node:fs"
+import { dirname } from "node:path"
+import type { SqlClient } from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import type { MigrationError } from "@effect/sql/Migrator"
+import { SqlStore } from "@memento/sql"
+import type { WorkflowStore } from "@memento/workflow"
+import { Worker, WorkflowClient } from "@memento/workflow"
+import type { ConfigError } from "effect"
+import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Checkout, CheckoutLive, CheckoutSettings } from "./Checkout.js"
+import * as Email from "./providers/Email.js"
+import type { Faults } from "./providers/Faults.js"
+import * as Inventory from "./providers/Inventory.js"
+import * as Payments from "./providers/Payments.js"
+import * as Shipping from "./providers/Shipping.js"
+
+/** Where the runs and the providers' tables live. */
+export const storageConfig = Config.all({
+  databaseUrl: Config.option(Config.redacted("DATABASE_URL")),
+  sqliteFile: Config.string("SQLITE_FILE").pipe(Config.withDefault(".memento/checkout.db"))
+})
+
+/** A line for people: which database the service uses (without credentials). */
+export const describeStorage: Effect.Effect<string, ConfigError.ConfigError> = Effect.map(
+  storageConfig,
+  ({ databaseUrl, sqliteFile }) =>
+    Option.match(databaseUrl, {
+      onNone: () => `SQLite file ${sqliteFile}`,
+      onSome: (url) => {
+        try {
+          const parsed = new URL(Redacted.value(url))
+          return `Postgres ${parsed.host}${parsed.pathname}`
+        } catch {
+          return "Postgres (DATABASE_URL)"
+        }
+      }
+    })
+)
+
+/** The workflow store and the `SqlClient` the providers share with it. */
+export const StorageLive: Layer.Layer<
+  WorkflowStore.WorkflowStore | SqlClient,
+  SqlError | MigrationError | ConfigError.ConfigError
+> = Layer.unwrapEffect(Effect.map(storageConfig, ({ databaseUrl, sqliteFile }) =>
+  Option.match(databaseUrl, {
+    onSome: (url): Layer.Layer<WorkflowStore.WorkflowStore | SqlClient, SqlError | MigrationError> =>
+      SqlStore.layerPg({ url }),
+    onNone: () =>
+      Layer.unwrapEffect(Effect.sync(() => {
+        mkdirSync(dirname(sqliteFile), { recursive: true })
+        return SqlStore.layerSqlite({ filename: sqliteFile })
+      }))
+  })))
+
+export const faultsConfig: Config.Config<Faults> = Config.all({
+  errorRate: Config.number("FAULT_ERROR_RATE").pipe(Config.withDefault(0)),
+  lostResponseRate: Config.number("FAULT_LOST_RESPONSE_RATE").pipe(Config.withDefault(0)),
+  latency: Config.map(Config.integer("FAULT_LATENCY_MS").pipe(Config.withDefault(0)), Duration.millis)
+})
+
+/** The four simulated providers, with the configured faults. */
+export const ProvidersLive: Layer.Layer<
+  Inventory.Inventory | Payments.Payments | Shipping.Shipping | Email.Email,
+  SqlError | ConfigError.ConfigError,
+  SqlClient | WorkflowClient.WorkflowClient
+> = Layer.unwrapEffect(Effect.gen(function*() {
+  const faults = yield* faultsConfig
+  const confirmationDelay = yield* Config.duration("PAYMENT_CONFIRMATION_DELAY").pipe(
+    Config.withDefault(Duration.millis(500))
+  )
+  return Layer.mergeAll(
+    Inventory.layer({ faults }),
+    Payments.layer({ faults, confirmationDelay }),
+    Shipping.layer({ faults }),
+    Email.layer({ faults })
+  )
+}))
+
+/** Storage, client and providers: what both the API process and a worker process need. */
+export const BaseLive = ProvidersLive.pipe(
+  Layer.provideMerge(WorkflowClient.layer),
+  Layer.provideMerge(StorageLive)
+)
+
+/** A worker executing checkouts, with the saga's settings from the environment. */
+export const WorkerLive: Layer.Layer<
+  never,
+  ConfigError.ConfigError,
+  WorkflowStore.WorkflowStore | Inventory.Inventory | Payments.Payments | Shipping.Shipping | Email.Email
+> = Worker.layer({ workflows: [Checkout] }).pipe(
+  Layer.provide(CheckoutLive),
+  Layer.provide(Layer.unwrapEffect(Effect.map(
+    Config.duration("PAYMENT_CONFIRMATION_TIMEOUT").pipe(Config.withDefault(Duration.seconds(30))),
+    (confirmationTimeout) =>
+      Layer.effect(CheckoutSettings, Effect.map(CheckoutSettings, (settings) => ({ ...settings, confirmationTimeout })))
+  )))
+)
