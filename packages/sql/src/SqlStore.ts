@@ -41,6 +41,12 @@ export interface Options {
   readonly tablePrefix?: string | undefined
   /** Apply the migrations when the store is built (default `true`). */
   readonly migrate?: boolean | undefined
+  /**
+   * Postgres: run the hot statements as named prepared statements, parsed and planned once per
+   * connection (default `true`). Turn off behind a connection pooler that cannot keep prepared
+   * statements (PgBouncer in transaction mode before 1.21).
+   */
+  readonly preparedStatements?: boolean | undefined
 }
 
 const resolveTables = (options: Options | undefined) =>
@@ -84,12 +90,12 @@ export const make: (
   const sql = client.withoutTransforms()
   return yield* client.onDialectOrElse({
     pg: () =>
-      Effect.map(
+      Effect.flatMap(
         Option.match(pgConfig(client), {
           onNone: () => Effect.succeed(Stream.never),
           onSome: (config) => makePgEvents(config, tables.channel)
         }),
-        (events) => Pg.make(sql, tables, events)
+        (events) => Pg.make(sql, tables, events, { prepare: options?.preparedStatements !== false })
       ),
     sqlite: () => Sqlite.make(sql, tables),
     orElse: () => Effect.dieMessage("SqlStore supports Postgres and SQLite only")
@@ -126,10 +132,10 @@ export interface PgOptions extends Options, Omit<PgClient.PgClientConfig, "url">
 export const layerPg = (
   options: PgOptions
 ): Layer.Layer<WorkflowStore | SqlClient.SqlClient | PgClient.PgClient, SqlError | MigrationError> => {
-  const { migrate, tablePrefix, url, ...config } = options
+  const { migrate, preparedStatements, tablePrefix, url, ...config } = options
   return Layer.unwrapEffect(
     Effect.map(Effect.promise(() => import("@effect/sql-pg/PgClient")), (PgClientModule) =>
-      layer({ migrate, tablePrefix }).pipe(
+      layer({ migrate, preparedStatements, tablePrefix }).pipe(
         Layer.provideMerge(PgClientModule.layer({
           ...config,
           url: typeof url === "string" ? Redacted.make(url) : url
