@@ -76,7 +76,7 @@ const runStep = <A, I, E, EI, R, R2>(
   name: string,
   options: Options<A, I, E, EI, R2>,
   effect: Effect.Effect<A, E, R>
-): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext> =>
+): Effect.Effect<A, E, Exclude<R | R2, StepContext> | WorkflowContext> =>
   Effect.gen(function*() {
     const state = yield* WorkflowContext
     yield* validateName(state, name)
@@ -108,11 +108,12 @@ const runStep = <A, I, E, EI, R, R2>(
     }
     if (options.compensate !== undefined) {
       const compensate = options.compensate
-      const context = yield* Effect.context<R2>()
+      const context = yield* Effect.context<Exclude<R2, StepContext>>()
       state.compensations.push({
         key,
         seq,
-        effect: Effect.provide(Effect.suspend(() => compensate(value)), context)
+        // the compensation's own StepContext is provided when it runs as a step
+        effect: Effect.provide(Effect.suspend(() => compensate(value)), context) as Effect.Effect<unknown, unknown>
       })
     }
     return value
@@ -133,7 +134,7 @@ export const run: {
     name: string,
     options: Options<A, I, E, EI, R2>,
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext>
+  ): Effect.Effect<A, E, Exclude<R | R2, StepContext> | WorkflowContext>
 } = (name: string, ...args: Array<any>): any =>
   args.length === 1
     ? runStep("step", name, { success: Schema.Void }, Effect.asVoid(args[0]))
@@ -154,7 +155,7 @@ export const transaction: {
     name: string,
     options: Options<A, I, E, EI, R2>,
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E, Exclude<R, StepContext> | R2 | WorkflowContext>
+  ): Effect.Effect<A, E, Exclude<R | R2, StepContext> | WorkflowContext>
 } = (name: string, ...args: Array<any>): any =>
   args.length === 1
     ? runStep("transaction", name, { success: Schema.Void }, Effect.asVoid(args[0]))
