@@ -126,6 +126,11 @@ export const execute = <A, E, R>(
         yield* flush(state, [entry({ key, seq, kind: spec.kind, status: "started", attempts: attempt, startedAt })], [
           running
         ])
+        // The commit is where a worker learns of a cancel requested while the previous step ran.
+        if (state.cancelRequested && state.phase === "body") {
+          buffer(state, [], [{ ...running, outcome: "interrupted", endedAt: attemptStart }])
+          return yield* halt(state, { _tag: "Cancel" })
+        }
         yield* crashPoint(state, "before-step", key)
         const exit = yield* Effect.exit(body)
         if (Exit.isSuccess(exit)) {
