@@ -208,14 +208,27 @@ export const executeRun = (options: {
           return settle(compensate({ _tag: "Cancelled" }))
         case "Suspend": {
           const maxSignal = state.signals.reduce((max, signal) => Math.max(max, signal.seq), 0)
+          // A cancel requested while the run was running does not wake it when it suspends; the
+          // commit reports it, and a cancel request on the now idle run makes it runnable at once.
+          const wakeToCancel = Effect.suspend(() =>
+            state.cancelRequested
+              ? store.requestCancel(state.runId).pipe(
+                Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+                Effect.ignore
+              )
+              : Effect.void
+          )
           return settle(
             Effect.as(
-              transition(state, {
-                status: reason.status,
-                runnableAt: reason.runnableAt,
-                release: true,
-                ...(reason.status === "waiting" ? { signalSeenSeq: maxSignal } : {})
-              }),
+              Effect.zipRight(
+                transition(state, {
+                  status: reason.status,
+                  runnableAt: reason.runnableAt,
+                  release: true,
+                  ...(reason.status === "waiting" ? { signalSeenSeq: maxSignal } : {})
+                }),
+                wakeToCancel
+              ),
               { _tag: "Suspended", status: reason.status, runnableAt: reason.runnableAt } as const
             )
           )
