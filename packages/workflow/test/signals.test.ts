@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
-import { Clock, Effect, Exit, Layer, Schema, Scope, TestClock } from "effect"
+import { Clock, Deferred, Effect, Exit, Layer, Schema, Scope, TestClock } from "effect"
 import { awaitStatus, failureOf, Recorder, resultOf, settle, startWorker, successOf, testEnv } from "./utils.js"
 
 const hour = 3_600_000
@@ -171,6 +171,32 @@ describe("signals (guarantee 8)", () => {
     }).pipe(Effect.provide(testEnv({ workflows: [Review], implementations, settings: slow })))
   })
 
+  it.effect("a signal sent while the run is still executing the steps before the wait is not lost", () => {
+    const recorder = new Recorder()
+    return Effect.gen(function*() {
+      const latch = yield* Deferred.make<void>()
+      const implementations = Payments.implement(() =>
+        Effect.gen(function*() {
+          yield* Step.run("prepare", Effect.zipRight(recorder.record("prepare"), Deferred.await(latch)))
+          return [yield* Workflow.awaitSignal("payment", Schema.Number)]
+        })
+      )
+      return yield* Effect.gen(function*() {
+        const client = yield* WorkflowClient.WorkflowClient
+        const { id } = yield* client.start(Payments, undefined, { id: "payments-2" })
+        yield* settle
+        assert.strictEqual(recorder.count("prepare"), 1)
+        assert.strictEqual((yield* client.get(id)).status, "running")
+        // The run loaded its signals before this one arrived, and is not waiting yet.
+        assert.deepStrictEqual(yield* client.signal(id, "payment", 7, { signalId: "early" }), { duplicate: false })
+        yield* Deferred.succeed(latch, undefined)
+        const exit = yield* resultOf(Payments, id, { maxMs: 10_000 })
+        assert.deepStrictEqual(successOf(exit), [7])
+        assert.strictEqual(recorder.count("prepare"), 1)
+      }).pipe(Effect.provide(testEnv({ workflows: [Payments], implementations, settings: slow })))
+    })
+  })
+
   it.effect("a repeated signalId is ignored (webhooks arrive more than once)", () => {
     const implementations = Payments.implement(() =>
       Effect.gen(function*() {
@@ -293,6 +319,71 @@ describe("cancellation", () => {
       assert.deepStrictEqual(recorder.counts("release", "void-label", "ship"), { release: 1, "void-label": 1, ship: 0 })
       assert.instanceOf(yield* Effect.flip(client.cancel(id)), WorkflowError.InvalidRunState)
     }).pipe(Effect.provide(testEnv({ workflows: [Shipment], implementations: shipment(recorder), settings: slow })))
+  })
+
+  it.effect("cancelling a running run stops it at the next step boundary and compensates it", () => {
+    const recorder = new Recorder()
+    const Transfer = Workflow.make({ name: "transfer", payload: Schema.Void, success: Schema.String })
+    return Effect.gen(function*() {
+      const latch = yield* Deferred.make<void>()
+      const implementations = Transfer.implement(() =>
+        Effect.gen(function*() {
+          yield* Step.run("debit", {
+            success: Schema.String,
+            compensate: (d) => recorder.record("credit-back", d)
+          }, Effect.as(Effect.zipRight(recorder.record("debit"), Deferred.await(latch)), "debit-1"))
+          yield* Step.run("credit", recorder.record("credit"))
+          return "done"
+        })
+      )
+      return yield* Effect.gen(function*() {
+        const client = yield* WorkflowClient.WorkflowClient
+        const { id } = yield* client.start(Transfer, undefined, { id: "transfer-1" })
+        yield* settle
+        assert.strictEqual(recorder.count("debit"), 1)
+        yield* client.cancel(id)
+        // The running step is allowed to finish; nothing after it starts.
+        yield* Deferred.succeed(latch, undefined)
+        assert.instanceOf(failureOf(yield* resultOf(Transfer, id)), WorkflowError.WorkflowCancelled)
+        assert.strictEqual((yield* client.get(id)).status, "cancelled")
+        assert.deepStrictEqual(recorder.counts("debit", "credit", "credit-back"), { debit: 1, credit: 0, "credit-back": 1 })
+        assert.deepStrictEqual(recorder.data("credit-back"), ["debit-1"])
+        const details = yield* client.inspect(id)
+        assert.deepStrictEqual(
+          details.attempts.filter((a) => a.key === "credit").map((a) => [a.attempt, a.outcome]),
+          [[1, "interrupted"]]
+        )
+      }).pipe(Effect.provide(testEnv({ workflows: [Transfer], implementations })))
+    })
+  })
+
+  it.effect("a cancel requested while a step runs is not postponed by the durable sleep that follows", () => {
+    const recorder = new Recorder()
+    const Transfer = Workflow.make({ name: "transfer", payload: Schema.Void, success: Schema.String })
+    return Effect.gen(function*() {
+      const latch = yield* Deferred.make<void>()
+      const implementations = Transfer.implement(() =>
+        Effect.gen(function*() {
+          yield* Step.run("debit", {
+            success: Schema.String,
+            compensate: (d) => recorder.record("credit-back", d)
+          }, Effect.as(Effect.zipRight(recorder.record("debit"), Deferred.await(latch)), "debit-1"))
+          yield* Workflow.sleep("settlement", "1 day")
+          yield* Step.run("credit", recorder.record("credit"))
+          return "done"
+        })
+      )
+      return yield* Effect.gen(function*() {
+        const client = yield* WorkflowClient.WorkflowClient
+        const { id } = yield* client.start(Transfer, undefined, { id: "transfer-2" })
+        yield* settle
+        yield* client.cancel(id)
+        yield* Deferred.succeed(latch, undefined)
+        assert.instanceOf(failureOf(yield* resultOf(Transfer, id, { stepMs: 60_000, maxMs: hour })), WorkflowError.WorkflowCancelled)
+        assert.isBelow(yield* Clock.currentTimeMillis, hour, "the cancel waited for the sleep")
+        assert.deepStrictEqual(recorder.counts("debit", "credit", "credit-back"), { debit: 1, credit: 0, "credit-back": 1 })
+      }).pipe(Effect.provide(testEnv({ workflows: [Transfer], implementations, settings: slow })))
+    })
   })
 
   it.effect("cancelling a run waiting for a signal compensates it too", () => {
