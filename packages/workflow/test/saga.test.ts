@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Step, Workflow, WorkflowClient, WorkflowError } from "@memento/workflow"
 import { Effect, Schema } from "effect"
 import type { CrashSpec } from "./utils.js"
-import { awaitStatus, crashes, failureOf, Recorder, resultOf, runError, settle, testEnv } from "./utils.js"
+import { awaitStatus, crashes, expireLease, failureOf, Recorder, resultOf, runError, settle, testEnv } from "./utils.js"
 
 class PaymentDeclined extends Schema.TaggedError<PaymentDeclined>()("PaymentDeclined", { reason: Schema.String }) {}
 class ProviderDown extends Schema.TaggedError<ProviderDown>()("ProviderDown", {}) {}
@@ -178,6 +178,37 @@ describe("sagas (guarantee 7)", () => {
         [["step-2#compensate", "succeeded"], ["step-1#compensate", "succeeded"]]
       )
     }).pipe(Effect.provide(testEnv({ workflows: [W], implementations })))
+  })
+
+  it.effect("a compensation run again after a crash keeps its idempotency key (distinct from its step's)", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "refund", payload: Schema.Void, error: PaymentDeclined })
+    const implementations = W.implement(() =>
+      Effect.gen(function*() {
+        yield* Step.run("charge", {
+          success: Schema.String,
+          compensate: (charge) =>
+            Effect.flatMap(Step.idempotencyKey, (key) => recorder.record("refund", { charge, key }))
+        }, Effect.flatMap(Step.idempotencyKey, (key) => Effect.as(recorder.record("charge", key), "ch_1")))
+        return yield* Effect.fail(new PaymentDeclined({ reason: "fraud" }))
+      })
+    )
+    const crash = crashes({ point: "after-effect", key: "charge#compensate" })
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(W, undefined, { id: "refund-1" })
+      yield* settle
+      assert.deepStrictEqual(crash.fired, ["after-effect charge#compensate"])
+      yield* expireLease
+      assert.instanceOf(failureOf(yield* resultOf(W, id)), PaymentDeclined)
+      assert.strictEqual((yield* client.get(id)).status, "compensated")
+      const refunds = recorder.data("refund") as Array<{ charge: string; key: string }>
+      assert.strictEqual(refunds.length, 2)
+      assert.strictEqual(refunds[0].key, refunds[1].key)
+      assert.deepStrictEqual(refunds.map((r) => r.charge), ["ch_1", "ch_1"])
+      assert.notStrictEqual(refunds[0].key, recorder.data("charge")[0])
+      assert.strictEqual(recorder.count("charge"), 1)
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks })))
   })
 
   it.effect("a workflow failure with nothing to compensate ends failed", () => {

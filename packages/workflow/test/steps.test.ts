@@ -9,6 +9,7 @@ import type { WorkflowStore } from "@memento/workflow"
 import { Clock, Effect, Schema, TestClock } from "effect"
 import type { CrashPoint } from "./utils.js"
 import {
+  advanceUntil,
   crashes,
   expireLease,
   failureOf,
@@ -515,6 +516,45 @@ describe("parallel steps", () => {
         ["d", "succeeded"]
       ])
       assert.deepStrictEqual(result, details.entries.map((e) => JSON.parse(e.output!)))
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks })))
+  })
+
+  it.effect("branches with several steps each replay without a false journal mismatch", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "chains", payload: Schema.Void, success: Schema.Array(Schema.String) })
+    const step = (name: string, millis: number) =>
+      Step.run(
+        name,
+        { success: Schema.String },
+        Effect.zipRight(recorder.record(name), Effect.as(Effect.sleep(millis), name))
+      )
+    const implementations = W.implement(() =>
+      Effect.gen(function*() {
+        // Journal order: x, z, w (z finished first), y; replay asks for x, y and z, w concurrently.
+        const [first, second] = yield* Effect.all([
+          Effect.all([step("x", 300), step("y", 10)]),
+          Effect.all([step("z", 100), step("w", 100)])
+        ], { concurrency: "unbounded" })
+        const end = yield* step("end", 0)
+        return [...first, ...second, end]
+      })
+    )
+    const crash = crashes({ point: "after-effect", key: "y" }, { point: "before-step", key: "end" })
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(W, undefined, { id: "chains-1" })
+      yield* TestClock.adjust(310)
+      assert.deepStrictEqual(crash.fired, ["after-effect y"])
+      assert.deepStrictEqual(
+        (yield* client.inspect(id)).entries.map((e) => [e.key, e.seq, e.status]),
+        [["x", 1, "succeeded"], ["z", 2, "succeeded"], ["w", 3, "succeeded"], ["y", 4, "started"]]
+      )
+      yield* expireLease
+      yield* advanceUntil(Effect.sync(() => crash.fired.length === 2), { what: "the second crash" })
+      yield* expireLease
+      assert.deepStrictEqual(successOf(yield* resultOf(W, id)), ["x", "y", "z", "w", "end"])
+      assert.deepStrictEqual(recorder.counts("x", "y", "z", "w", "end"), { x: 1, y: 2, z: 1, w: 1, end: 1 })
+      assert.strictEqual((yield* client.get(id)).epoch, 3)
     }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks })))
   })
 })
