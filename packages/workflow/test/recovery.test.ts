@@ -8,6 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
 import { Context, Deferred, Effect, Exit, Layer, Schema, Scope, TestClock } from "effect"
 import {
+  advanceUntil,
   awaitStatus,
   crashes,
   expireLease,
@@ -100,6 +101,63 @@ describe("lease fencing in the engine (guarantee 5)", () => {
       yield* Scope.close(a, Exit.void)
       yield* Scope.close(b, Exit.void)
     })
+  })
+})
+
+describe("leases of healthy workers", () => {
+  it.effect("heartbeats keep the lease of a step that runs far longer than the lease: it runs once", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "long-step", payload: Schema.Void, success: Schema.String })
+    const implementations = W.implement(() =>
+      Step.run(
+        "export",
+        { success: Schema.String },
+        Effect.zipRight(recorder.record("export"), Effect.as(Effect.sleep("1 minute"), "exported"))
+      )
+    )
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(W, undefined, { id: "long-1" })
+      assert.strictEqual(successOf(yield* resultOf(W, id, { stepMs: 500 })), "exported")
+      assert.strictEqual(recorder.count("export"), 1)
+      const run = yield* client.get(id)
+      assert.strictEqual(run.epoch, 1)
+      assert.strictEqual(run.recoveries, 0)
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations })))
+  })
+
+  it.effect("several workers on one store execute every run exactly once", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "shared", payload: Schema.Number, success: Schema.Number })
+    const implementations = W.implement((n) =>
+      Effect.gen(function*() {
+        const a = yield* Step.run("a", { success: Schema.Number }, Effect.as(recorder.record("a", n), n))
+        yield* Effect.sleep((n % 5) * 10)
+        return yield* Step.run("b", { success: Schema.Number }, Effect.as(recorder.record("b", n), a * 2))
+      })
+    )
+    return Effect.gen(function*() {
+      const store = yield* WorkflowStore.WorkflowStore
+      const client = yield* WorkflowClient.WorkflowClient
+      const workers = yield* Effect.all(
+        ["w1", "w2", "w3"].map((workerId) => startWorker({ workflows: [W], implementations, workerId, concurrency: 3 }))
+      )
+      const ids = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => i), (n) =>
+        Effect.map(client.start(W, n, { id: `shared-${n}` }), (handle) => handle.id))
+      yield* advanceUntil(
+        Effect.map(store.list({ status: "succeeded" }), (page) => page.runs.length === ids.length),
+        { what: "all runs to succeed" }
+      )
+      assert.strictEqual(recorder.count("a"), 20)
+      assert.strictEqual(recorder.count("b"), 20)
+      assert.strictEqual(new Set(recorder.data("b")).size, 20)
+      for (const id of ids) {
+        const details = yield* client.inspect(id)
+        assert.strictEqual(details.run.epoch, 1)
+        assert.strictEqual(JSON.parse(details.run.output!), 2 * Number(id.slice("shared-".length)))
+      }
+      yield* Effect.forEach(workers, (scope) => Scope.close(scope, Exit.void), { discard: true })
+    }).pipe(Effect.provide(WorkflowClient.layer.pipe(Layer.provideMerge(MemoryStore.layer))))
   })
 })
 
