@@ -272,6 +272,7 @@ export const awaitSignal = <A, I>(
       startedAt = previous.startedAt
     }
     const meta = (extra: object) => JSON.stringify({ signal: name, deadline, ...extra })
+    yield* Run.loadSignals(state)
     for (const signal of state.signals) {
       if (signal.name !== name || state.consumedSignals.has(signal.signalId)) continue
       const decoded = yield* Effect.either(Codec.decode(schema, signal.payload))

@@ -1,5 +1,5 @@
 import type { Schema as S } from "effect"
-import { Cause, Clock, Deferred, Effect, Exit, Option, Schema } from "effect"
+import { Cause, Clock, Deferred, Effect, Either, Exit, Option, Schema } from "effect"
 import type { HandlerService } from "../Workflow.js"
 import type { Settings } from "../WorkflowConfig.js"
 import type { ParkReason as ParkReasonType } from "../WorkflowError.js"
@@ -100,10 +100,16 @@ export const executeRun = (options: {
   Effect.gen(function*() {
     const { handler, hooks, run, settings, store } = options
     const workflow = handler.workflow
-    const snapshot = yield* store.load(run.id).pipe(
-      Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
-      Effect.either
-    )
+    // The first claim of a run (epoch 1) finds an empty journal: nothing was ever written under an
+    // earlier epoch. Its journal load is skipped; signals sent before it are loaded on the first
+    // `awaitSignal` that needs them.
+    const fresh = run.epoch === 1
+    const snapshot = fresh
+      ? Either.right({ run, entries: [], signals: [] })
+      : yield* store.load(run.id).pipe(
+        Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+        Effect.either
+      )
     // A run whose journal cannot be loaded (an undecodable row) is abandoned like a crash, so it is
     // parked `dead` below once it reached the recovery limit instead of being claimed forever.
     if (snapshot._tag === "Left" && run.recoveries < settings.maxRecoveries) {
@@ -119,6 +125,7 @@ export const executeRun = (options: {
       hooks,
       entries: loaded?.entries ?? [],
       signals: loaded?.signals ?? [],
+      signalsLoaded: !fresh,
       cancelRequested: (loaded?.run.cancelRequested ?? false) || run.cancelRequested
     })
 

@@ -41,7 +41,9 @@ export interface RunState {
   readonly settings: Settings
   readonly hooks: Hooks["Type"]
   readonly journal: ReadonlyMap<string, JournalEntry>
-  readonly signals: ReadonlyArray<SignalRecord>
+  signals: ReadonlyArray<SignalRecord>
+  /** False when the journal load was skipped (a first execution): signals are read on demand. */
+  signalsLoaded: boolean
   readonly consumed: Set<string>
   readonly consumedSignals: Set<string>
   readonly occurrences: Map<string, number>
@@ -67,6 +69,7 @@ export const makeState = (options: {
   readonly hooks: Hooks["Type"]
   readonly entries: ReadonlyArray<JournalEntry>
   readonly signals: ReadonlyArray<SignalRecord>
+  readonly signalsLoaded: boolean
   readonly cancelRequested: boolean
 }): Effect.Effect<RunState> =>
   Effect.map(Deferred.make<StopReason>(), (stop) => {
@@ -89,6 +92,7 @@ export const makeState = (options: {
       hooks: options.hooks,
       journal,
       signals: options.signals,
+      signalsLoaded: options.signalsLoaded,
       consumed: new Set(),
       consumedSignals,
       occurrences: new Map(),
@@ -309,3 +313,17 @@ export const entry = (
   completedAt: null,
   ...fields
 })
+
+/** The run's signals, read from the store when the journal load was skipped. */
+export const loadSignals = (state: RunState): Effect.Effect<void> =>
+  state.signalsLoaded ? Effect.void : state.store.load(state.runId).pipe(
+    Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+    Effect.matchEffect({
+      onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
+      onSuccess: (snapshot) =>
+        Effect.sync(() => {
+          state.signals = snapshot.signals
+          state.signalsLoaded = true
+        })
+    })
+  )
