@@ -23,7 +23,7 @@ import {
 } from "./WorkflowError.js"
 import type { StoreError } from "./WorkflowError.js"
 import type { ListFilter, RunDetails, RunPage, RunRecord } from "./WorkflowStore.js"
-import { terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
+import { parkedStatuses, terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
 
 /**
  * A started run. `created` is false when the workflow ID already existed (an idempotent start).
@@ -112,7 +112,8 @@ export interface Service {
   ) => Effect.Effect<{ readonly duplicate: boolean }, RunNotFound | InvalidPayload | PayloadTooLarge | StoreError>
   /**
    * Asks a run to stop: it stops at its next step boundary (a running step may finish), runs its
-   * compensations and ends `cancelled`.
+   * compensations and ends `cancelled`. Finished runs and parked runs (resume those first) fail
+   * with `InvalidRunState`.
    */
   readonly cancel: (id: string) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError>
   /** Replays a `needs_attention` or `dead` run (after the code or data was fixed). */
@@ -277,6 +278,10 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
     const run = yield* getRun(id)
     if (terminalStatuses.includes(run.status)) {
       return yield* new InvalidRunState({ workflowId: id, status: run.status, operation: "cancel" })
+    }
+    if (parkedStatuses.includes(run.status)) {
+      // a parked run executes nothing until it is resumed: cancelling it would silently do nothing
+      return yield* new InvalidRunState({ workflowId: id, status: run.status, operation: "cancel (resume it first)" })
     }
     return yield* store.requestCancel(id)
   })

@@ -32,3 +32,20 @@ it.effect("a compensation reads its own Step.idempotencyKey", () =>
       Layer.provideMerge(MemoryStore.layer)
     )
   )))
+
+const Stuck = Workflow.make({ name: "stuck", payload: Schema.Struct({ id: Schema.String }) })
+const StuckLive = Stuck.implement(() => Step.run("boom", Effect.die("bug")))
+
+it.effect("cancelling a parked run fails with InvalidRunState instead of silently doing nothing", () =>
+  Effect.gen(function*() {
+    const client = yield* WorkflowClient.WorkflowClient
+    const error = yield* Effect.flip(client.execute(Stuck, { id: "s-1" }, { id: "s-1" }))
+    assert.strictEqual(error._tag, "RunParked")
+    const cancel = yield* Effect.flip(client.cancel("s-1"))
+    assert.strictEqual(cancel._tag, "InvalidRunState")
+    assert.strictEqual((yield* client.get("s-1")).cancelRequested, false)
+  }).pipe(Effect.provide(
+    Layer.mergeAll(WorkflowClient.layer, Worker.layer({ workflows: [Stuck] }).pipe(Layer.provide(StuckLive))).pipe(
+      Layer.provideMerge(MemoryStore.layer)
+    )
+  )))
