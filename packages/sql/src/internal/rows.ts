@@ -9,8 +9,7 @@ import type {
   SignalRecord,
   StoreEvent
 } from "@memento/workflow/WorkflowStore"
-import type { Option } from "effect"
-import { Effect, Either, ParseResult, Schema } from "effect"
+import { Effect, Either, Option, ParseResult, Schema } from "effect"
 
 // -------------------------------------------------------------------------------------------------
 // errors
@@ -159,12 +158,161 @@ const corrupt = (operation: string, runId: string, error: ParseResult.ParseError
 const decodeRunEither = Schema.decodeUnknownEither(RunRow)
 const decodeDetailsEither = Schema.decodeUnknownEither(DetailsRow)
 
+// Fast paths: rows as the drivers return them are checked and converted by hand, which is an order
+// of magnitude cheaper than the Schemas above (a 1,000-step journal decodes in well under a
+// millisecond instead of several). They accept exactly what the Schemas accept and build the same
+// values; anything unexpected falls back to the Schemas, which also word the error.
+
+const statuses: ReadonlySet<unknown> = new Set(Status.literals)
+const kinds: ReadonlySet<unknown> = new Set(Entry.fields.kind.literals)
+const entryStatuses: ReadonlySet<unknown> = new Set(Entry.fields.status.literals)
+const outcomes: ReadonlySet<unknown> = new Set(Attempt.fields.outcome.literals)
+
+/** `Millis`: a number, or a numeric string (Postgres `bigint`). `undefined` when not fast-decodable. */
+const millis = (u: unknown): number | undefined => {
+  if (typeof u === "number") return u
+  if (typeof u !== "string" || u.trim() === "") return undefined
+  const n = Number(u)
+  return Number.isFinite(n) ? n : undefined
+}
+const nullableMillis = (u: unknown): number | null | undefined => u === null ? null : millis(u)
+const isNullableString = (u: unknown): u is string | null => u === null || typeof u === "string"
+const bool = (u: unknown): boolean | undefined =>
+  typeof u === "boolean" ? u : u === 1 ? true : u === 0 ? false : undefined
+
+type Row = Record<string, unknown>
+const isRow = (u: unknown): u is Row => typeof u === "object" && u !== null
+
+const fastRun = (row: Row): RunRecord | undefined => {
+  const epoch = millis(row.epoch)
+  const leaseExpiresAt = nullableMillis(row.lease_expires_at)
+  const runnableAt = nullableMillis(row.runnable_at)
+  const cancelRequested = bool(row.cancel_requested)
+  const recoveries = millis(row.recoveries)
+  const createdAt = millis(row.created_at)
+  const updatedAt = millis(row.updated_at)
+  const completedAt = nullableMillis(row.completed_at)
+  if (
+    typeof row.id !== "string" || typeof row.workflow !== "string" || !statuses.has(row.status) ||
+    typeof row.payload !== "string" || !isNullableString(row.output) || !isNullableString(row.error) ||
+    epoch === undefined || !isNullableString(row.lease_owner) || leaseExpiresAt === undefined ||
+    runnableAt === undefined || cancelRequested === undefined || recoveries === undefined ||
+    !isNullableString(row.parent_id) || createdAt === undefined || updatedAt === undefined || completedAt === undefined
+  ) return undefined
+  return {
+    id: row.id,
+    workflow: row.workflow,
+    status: row.status as RunStatus,
+    payload: row.payload,
+    output: row.output,
+    error: row.error,
+    epoch,
+    leaseOwner: row.lease_owner,
+    leaseExpiresAt,
+    runnableAt,
+    cancelRequested,
+    recoveries,
+    parentId: row.parent_id,
+    createdAt,
+    updatedAt,
+    completedAt
+  }
+}
+
+const fastEntry = (u: unknown): JournalEntry | undefined => {
+  if (!isRow(u)) return undefined
+  const seq = millis(u.seq)
+  const attempts = millis(u.attempts)
+  const startedAt = millis(u.startedAt)
+  const completedAt = nullableMillis(u.completedAt)
+  if (
+    typeof u.key !== "string" || seq === undefined || !kinds.has(u.kind) || !entryStatuses.has(u.status) ||
+    !isNullableString(u.output) || !isNullableString(u.error) || attempts === undefined ||
+    !isNullableString(u.meta) || startedAt === undefined || completedAt === undefined
+  ) return undefined
+  return {
+    key: u.key,
+    seq,
+    kind: u.kind as JournalEntry["kind"],
+    status: u.status as JournalEntry["status"],
+    output: u.output,
+    error: u.error,
+    attempts,
+    meta: u.meta,
+    startedAt,
+    completedAt
+  }
+}
+
+const fastSignal = (u: unknown): SignalRecord | undefined => {
+  if (!isRow(u)) return undefined
+  const seq = millis(u.seq)
+  const receivedAt = millis(u.receivedAt)
+  if (
+    typeof u.name !== "string" || typeof u.signalId !== "string" || typeof u.payload !== "string" ||
+    seq === undefined || receivedAt === undefined
+  ) return undefined
+  return { name: u.name, signalId: u.signalId, payload: u.payload, seq, receivedAt }
+}
+
+const fastAttempt = (u: unknown): AttemptRecord | undefined => {
+  if (!isRow(u)) return undefined
+  const attempt = millis(u.attempt)
+  const startedAt = millis(u.startedAt)
+  const endedAt = nullableMillis(u.endedAt)
+  if (
+    typeof u.key !== "string" || attempt === undefined || !outcomes.has(u.outcome) || !isNullableString(u.error) ||
+    startedAt === undefined || endedAt === undefined
+  ) return undefined
+  return {
+    key: u.key,
+    attempt,
+    outcome: u.outcome as AttemptRecord["outcome"],
+    error: u.error,
+    startedAt,
+    endedAt
+  }
+}
+
+const parseJsonText = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
+/** A JSON array column: parsed by the driver (Postgres `json`) or text (SQLite). */
+const fastArray = <A>(column: unknown, item: (u: unknown) => A | undefined): Array<A> | undefined => {
+  const u = typeof column === "string" ? parseJsonText(column) : column
+  if (!Array.isArray(u)) return undefined
+  const out = new Array<A>(u.length)
+  for (let i = 0; i < u.length; i++) {
+    const value = item(u[i])
+    if (value === undefined) return undefined
+    out[i] = value
+  }
+  return out
+}
+
+const fastDetails = (row: Row) => {
+  const run = fastRun(row)
+  if (run === undefined) return undefined
+  const entries = fastArray(row.entries, fastEntry)
+  const signals = fastArray(row.signals, fastSignal)
+  const attempts = row.attempts === undefined ? [] : fastArray(row.attempts, fastAttempt)
+  if (entries === undefined || signals === undefined || attempts === undefined) return undefined
+  return { run, entries, signals, attempts }
+}
+
 /** @internal */
-export const decodeRun = (operation: string) => (row: unknown): Effect.Effect<RunRecord, StoreError> =>
-  Either.match(decodeRunEither(row), {
+export const decodeRun = (operation: string) => (row: unknown): Effect.Effect<RunRecord, StoreError> => {
+  const fast = isRow(row) ? fastRun(row) : undefined
+  return fast !== undefined ? Effect.succeed(fast) : Either.match(decodeRunEither(row), {
     onLeft: (error) => Effect.fail(corrupt(operation, rowId(row), error)),
     onRight: Effect.succeed
   })
+}
 
 /** @internal */
 export const decodeRuns = (operation: string) => (rows: ReadonlyArray<unknown>) =>
@@ -182,12 +330,22 @@ const bySeq = <A extends { readonly seq: number }>(values: ReadonlyArray<A>): Re
  *
  * @internal
  */
-export const decodeDetails = (operation: string, runId: string) => (row: unknown): Effect.Effect<RunDetails, StoreError> =>
-  Either.match(decodeDetailsEither(row), {
+export const decodeDetails = (operation: string, runId: string) => (row: unknown): Effect.Effect<RunDetails, StoreError> => {
+  const fast = isRow(row) ? fastDetails(row) : undefined
+  if (fast !== undefined) {
+    return Effect.succeed({
+      run: fast.run,
+      entries: bySeq(fast.entries),
+      signals: bySeq(fast.signals),
+      attempts: fast.attempts
+    })
+  }
+  return Either.match(decodeDetailsEither(row), {
     onLeft: (error) => Effect.fail(corrupt(operation, runId, error)),
     onRight: ({ attempts, entries, signals, ...run }) =>
       Effect.succeed({ run, entries: bySeq(entries), signals: bySeq(signals), attempts: attempts ?? [] })
   })
+}
 
 // -------------------------------------------------------------------------------------------------
 // events and cursors
@@ -205,7 +363,23 @@ const decodeEvent = Schema.decodeUnknownOption(Schema.parseJson(Event))
  *
  * @internal
  */
-export const parseEvent: (payload: string) => Option.Option<StoreEvent> = decodeEvent
+export const parseEvent = (payload: string): Option.Option<StoreEvent> => {
+  // Fast path for the two shapes the store sends; anything else goes through the Schema.
+  try {
+    const u: unknown = JSON.parse(payload)
+    if (isRow(u) && Object.keys(u).length === 2) {
+      if (u._tag === "RunFinished" && typeof u.runId === "string") {
+        return Option.some({ _tag: "RunFinished", runId: u.runId })
+      }
+      if (u._tag === "RunnableChanged" && typeof u.workflow === "string") {
+        return Option.some({ _tag: "RunnableChanged", workflow: u.workflow })
+      }
+    }
+  } catch {
+    // not JSON: the Schema says so
+  }
+  return decodeEvent(payload)
+}
 
 const Cursor = Schema.compose(Schema.StringFromBase64Url, Schema.parseJson(Schema.Tuple(Schema.Number, Schema.String)))
 
