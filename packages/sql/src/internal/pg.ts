@@ -35,9 +35,9 @@ import type { Tables } from "./tables.js"
 /** The database clock in epoch milliseconds. */
 const nowMs = "(floor(extract(epoch from clock_timestamp()) * 1000))::bigint"
 
-/** Commit batches executing at once; commits arriving meanwhile form the next batch. */
-const commitSlots = 2
-const maxCommitBatch = 200
+/** Batches (of commits, creates, gets) executing at once; requests arriving meanwhile form the next. */
+const batchSlots = 2
+const maxBatch = 200
 
 /** One commit as a row of the batch statement's input (see `commitText`). */
 const commitRow = (c: Commit, i: number) => {
@@ -75,9 +75,10 @@ interface CommitOutcome {
  * with `pg_notify` inside the statement that changes the run, so they cost no round trip and are
  * delivered only if it commits.
  *
- * The hot statements have fixed texts run as named prepared statements (`prepared.ts`), and the
- * commits of concurrent runs are applied by one statement per batch (`batcher.ts`): each commit
- * stays fenced on its own run, so a lost lease fails only that run's commit.
+ * The hot statements have fixed texts run as named prepared statements (`prepared.ts`). Commits,
+ * creates and `get`s of concurrent callers are applied by one statement per batch (`batcher.ts`,
+ * no waiting window: an idle store sends each at once); each commit in a batch stays fenced on its
+ * own run, so a lost lease fails only that run's commit.
  *
  * @internal
  */
@@ -107,18 +108,45 @@ export const make = (
     const selectRunText = `SELECT ${columns} FROM ${t.runs} WHERE id = $1::text`
     const selectRun = (runId: string) => prepared(selectRunText, [runId])
 
+    /**
+     * Creates of concurrent callers share one statement (in ID order, so that concurrent batches
+     * creating the same IDs take their locks in one order). A run that already existed is not
+     * returned by the insert and is read by a second statement, as for a single create.
+     */
     const createText = `WITH clock AS (SELECT ${nowMs} AS now),
       ins AS (
         INSERT INTO ${t.runs} (id, workflow, status, payload, runnable_at, parent_id, created_at, updated_at)
-        SELECT $1::text, $2::text, 'pending', $3::text, clock.now, $4::text, clock.now, clock.now
-        FROM clock
+        SELECT x.id, x.workflow, 'pending', x.payload, clock.now, x.parent_id, clock.now, clock.now
+        FROM json_to_recordset($1::json) AS x(id text, workflow text, payload text, parent_id text), clock
         ON CONFLICT (id) DO NOTHING
         RETURNING ${columns}
       )
       SELECT ins.*, ${runnableChanged("ins.workflow")} AS notified FROM ins`
+    const insertRuns = yield* Batcher.make<NewRun, ReadonlyArray<unknown>, never, SqlError>({
+      key: (input) => input.id,
+      maxInFlight: batchSlots,
+      maxBatch,
+      run: (inputs) => {
+        const rows = inputs
+          .map((input) => ({
+            id: input.id,
+            workflow: input.workflow,
+            payload: input.payload,
+            parent_id: input.parentId ?? null
+          }))
+          .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+        return Effect.map(prepared<{ readonly id: string }>(createText, [JSON.stringify(rows)]), (inserted) => {
+          const byId = new Map(inserted.map((row) => [row.id, row]))
+          return inputs.map((input) => {
+            const row = byId.get(input.id)
+            return Exit.succeed(row === undefined ? [] : [row])
+          })
+        })
+      }
+    })
     const create = (input: NewRun) =>
       Effect.gen(function*() {
-        const inserted = yield* prepared(createText, [input.id, input.workflow, input.payload, input.parentId ?? null])
+        const inserted = yield* insertRuns(input)
         if (inserted.length > 0) return { run: yield* decodeRun("create")(inserted[0]), created: true }
         const existing = yield* selectRun(input.id)
         if (existing.length === 0) return yield* Effect.dieMessage(`run "${input.id}" neither inserted nor found`)
@@ -323,8 +351,8 @@ export const make = (
 
     const submitCommit = yield* Batcher.make<Commit, CommitResult, LeaseLost, SqlError>({
       key: (c) => c.runId,
-      maxInFlight: commitSlots,
-      maxBatch: maxCommitBatch,
+      maxInFlight: batchSlots,
+      maxBatch,
       run: commitAll,
       omit: [SqlClient.TransactionConnection]
     })
@@ -416,8 +444,25 @@ export const make = (
         Effect.withSpan("SqlStore.resume")
       )
 
+    /** `get`s of concurrent callers (e.g. many `result` waiters woken at once) share one statement. */
+    const selectRunsText = `SELECT ${columns} FROM ${t.runs} WHERE id = ANY($1::text[])`
+    let getSeq = 0
+    const getBatched = yield* Batcher.make<string, ReadonlyArray<unknown>, never, SqlError>({
+      key: () => String(getSeq++),
+      maxInFlight: batchSlots,
+      maxBatch,
+      run: (ids) =>
+        Effect.map(prepared<{ readonly id: string }>(selectRunsText, [ids]), (rows) => {
+          const byId = new Map(rows.map((row) => [row.id, row]))
+          return ids.map((id) => {
+            const row = byId.get(id)
+            return Exit.succeed(row === undefined ? [] : [row])
+          })
+        })
+    })
+
     const get = (runId: string) =>
-      selectRun(runId).pipe(
+      getBatched(runId).pipe(
         mapSqlError("get"),
         Effect.flatMap((rows) =>
           rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(decodeRun("get")(rows[0]), Option.some)
