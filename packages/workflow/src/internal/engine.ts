@@ -104,6 +104,8 @@ export const executeRun = (options: {
     // earlier epoch. Its journal load is skipped; signals sent before it are loaded on the first
     // `awaitSignal` that needs them.
     const fresh = run.epoch === 1
+    // the claim that returned `run` was sent before now: a conservative time for the lease's start
+    const claimedBy = yield* Clock.currentTimeMillis
     const snapshot = fresh
       ? Either.right({ run, entries: [], signals: [] })
       : yield* store.load(run.id).pipe(
@@ -126,7 +128,8 @@ export const executeRun = (options: {
       entries: loaded?.entries ?? [],
       signals: loaded?.signals ?? [],
       signalsLoaded: !fresh,
-      cancelRequested: (loaded?.run.cancelRequested ?? false) || run.cancelRequested
+      cancelRequested: (loaded?.run.cancelRequested ?? false) || run.cancelRequested,
+      leaseConfirmedAt: claimedBy
     })
 
     const finish = (status: RunTransition["status"], change: Omit<RunTransition, "status" | "runnableAt" | "release">) =>

@@ -1,5 +1,5 @@
 import type { Schema } from "effect"
-import { Context, Deferred, Effect, ParseResult } from "effect"
+import { Clock, Context, Deferred, Effect, ParseResult } from "effect"
 import type { Settings } from "../WorkflowConfig.js"
 import type { ParkReason } from "../WorkflowError.js"
 import { JournalDecodeError, JournalMismatch, PayloadTooLarge } from "../WorkflowError.js"
@@ -53,6 +53,11 @@ export interface RunState {
   nextSeq: number
   unconsumed: number
   cancelRequested: boolean
+  /**
+   * When (worker clock) the last request that extended the lease was sent: the claim, or a commit
+   * that succeeded. Until `leaseConfirmedAt + leaseMs` the lease is certainly still held.
+   */
+  leaseConfirmedAt: number
   phase: "body" | "compensation"
   stop: Deferred.Deferred<StopReason>
 }
@@ -71,6 +76,7 @@ export const makeState = (options: {
   readonly signals: ReadonlyArray<SignalRecord>
   readonly signalsLoaded: boolean
   readonly cancelRequested: boolean
+  readonly leaseConfirmedAt: number
 }): Effect.Effect<RunState> =>
   Effect.map(Deferred.make<StopReason>(), (stop) => {
     const journal = new Map(options.entries.map((entry) => [entry.key, entry]))
@@ -102,6 +108,7 @@ export const makeState = (options: {
       nextSeq,
       unconsumed,
       cancelRequested: options.cancelRequested,
+      leaseConfirmedAt: options.leaseConfirmedAt,
       phase: "body",
       stop
     }
@@ -226,29 +233,44 @@ const takePending = (state: RunState) => {
 export const flush = (
   state: RunState,
   entries: ReadonlyArray<JournalEntry> = [],
-  attempts: ReadonlyArray<AttemptRecord> = []
+  attempts: ReadonlyArray<AttemptRecord> = [],
+  options?: { readonly evenIfEmpty?: boolean | undefined }
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
     buffer(state, entries, attempts)
     const pending = takePending(state)
-    if (pending.entries.length === 0 && pending.attempts.length === 0) return Effect.void
-    return state.store.commit({
-      runId: state.runId,
-      epoch: state.epoch,
-      leaseMs: state.settings.leaseMs,
-      entries: pending.entries,
-      attempts: pending.attempts
-    }).pipe(
-      Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
-      Effect.matchEffect({
-        onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
-        onSuccess: (result) => {
-          if (result.cancelRequested) state.cancelRequested = true
-          return afterJournal(state, pending.entries)
-        }
-      })
-    )
+    if (pending.entries.length === 0 && pending.attempts.length === 0 && options?.evenIfEmpty !== true) {
+      return Effect.void
+    }
+    return Effect.flatMap(Clock.currentTimeMillis, (sentAt) =>
+      state.store.commit({
+        runId: state.runId,
+        epoch: state.epoch,
+        leaseMs: state.settings.leaseMs,
+        entries: pending.entries,
+        attempts: pending.attempts
+      }).pipe(
+        Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+        Effect.matchEffect({
+          onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
+          onSuccess: (result) => {
+            if (result.cancelRequested) state.cancelRequested = true
+            state.leaseConfirmedAt = Math.max(state.leaseConfirmedAt, sentAt)
+            return afterJournal(state, pending.entries)
+          }
+        })
+      ))
   })
+
+/**
+ * Before a step that journals no start marker (`Step.transaction`): when the lease may have expired
+ * since it was last confirmed (the worker was paused or starved longer than a lease), a fenced
+ * commit of the buffered rows confirms it first, and a lost lease stops the run before the step's
+ * body starts. Free on the happy path: commits confirm the lease at every step.
+ */
+export const confirmLease = (state: RunState): Effect.Effect<void> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    now - state.leaseConfirmedAt < state.settings.leaseMs ? Effect.void : flush(state, [], [], { evenIfEmpty: true }))
 
 export const afterJournal = (state: RunState, entries: ReadonlyArray<JournalEntry>): Effect.Effect<void> =>
   Effect.forEach(

@@ -5,7 +5,7 @@ import { StepDefect } from "../WorkflowError.js"
 import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { RunState } from "./run.js"
-import { afterJournal, buffer, crashPoint, encode, entry, flush, halt, park } from "./run.js"
+import { afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, park } from "./run.js"
 
 /** What a step attempt can read about itself. */
 export interface StepInfo {
@@ -87,6 +87,8 @@ export const execute = <A, E, R>(
       let cause: Cause.Cause<E>
       if (spec.kind === "transaction") {
         yield* crashPoint(state, "before-step", key)
+        yield* confirmLease(state)
+        const sentAt = yield* Clock.currentTimeMillis
         const pending = { entries: [...state.pendingEntries.values()], attempts: [...state.pendingAttempts.values()] }
         state.pendingEntries.clear()
         state.pendingAttempts.clear()
@@ -111,6 +113,7 @@ export const execute = <A, E, R>(
         if (Exit.isSuccess(transaction)) {
           const [{ endedAt, result: [value, output] }, result] = transaction.value
           if (result.cancelRequested) state.cancelRequested = true
+          state.leaseConfirmedAt = Math.max(state.leaseConfirmedAt, sentAt)
           yield* afterJournal(state, [...pending.entries, succeeded(output, endedAt)])
           return value
         }
