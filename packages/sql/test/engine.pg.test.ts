@@ -15,7 +15,7 @@ const url = await freshDatabase()
 engineSuite("engine on Postgres", SqlStore.layer().pipe(Layer.provideMerge(pgClient(url))))
 
 describe("engine on Postgres: statements", () => {
-  it.scopedLive("a 3-step run costs create, claim, load, one commit per step and the finish", () =>
+  it.scopedLive("a 3-step run costs create, claim, at most one load, one commit per step and the finish", () =>
     Effect.gen(function*() {
       const id = ns()
       const Three = Workflow.make({ name: `three-${id}`, payload: Schema.Number, success: Schema.Number })
@@ -58,15 +58,17 @@ describe("engine on Postgres: statements", () => {
       const sent = worker.log.statements.slice(first)
       const mentions = (runId: string) => (s: (typeof sent)[number]) =>
         s.values.some((v) => typeof v === "string" && v.includes(runId))
+      let loadCount = 0
       for (const runId of runs) {
         const mine = sent.filter(mentions(runId))
         const loads = mine.filter((s) => /^select/i.test(s.text))
         const writes = mine.filter((s) => !/^select/i.test(s.text))
-        assert.deepStrictEqual(
-          { loads: loads.length, writes: writes.length },
-          { loads: 1, writes: 4 },
-          `statements of ${runId}:\n${mine.map((s) => s.text.slice(0, 120)).join("\n")}`
-        )
+        const listing = `statements of ${runId}:\n${mine.map((s) => s.text.slice(0, 120)).join("\n")}`
+        // one fenced commit per step (its start marker carries the previous step's result) and the finish
+        assert.strictEqual(writes.length, 4, listing)
+        // at most one journal load (the engine may skip it on a first claim: nothing is journaled yet)
+        assert.isAtMost(loads.length, 1, listing)
+        loadCount += loads.length
         assert.strictEqual((yield* client.get(runId)).epoch, 1, "claimed once")
       }
       // everything else the worker sent was a claim (one per wake-up hint at most): no BEGIN/COMMIT,
@@ -76,10 +78,9 @@ describe("engine on Postgres: statements", () => {
       assert.deepStrictEqual(others.filter((s) => !s.text.includes("SKIP LOCKED")).map((s) => s.text), [])
       assert.isAtLeast(claims.length, runs.length)
       assert.isAtMost(claims.length, 2 * runs.length + 1)
-      const perRun = (sent.length - claims.length) / runs.length
       console.log(
-        `3-step run on Postgres: 1 create + 1 claim + ${perRun} (1 load + 3 step commits + 1 finish) statements per run, ` +
-          `${claims.length} claims in all for ${runs.length} runs (one takes the run, one finds nothing after it)`
+        `3-step run on Postgres: 1 create + 1 claim + ${loadCount / runs.length} loads + 3 step commits + 1 finish ` +
+          `per run; ${claims.length} claims in all for ${runs.length} runs (one takes a run, one finds nothing after it)`
       )
     }), 60_000)
 })
