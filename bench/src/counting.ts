@@ -29,7 +29,7 @@ const classify = (text: string): Kind => {
   if (text.includes("x(id text, epoch bigint)")) return "heartbeat"
   if (text.includes("lease_owner = NULL, lease_expires_at = NULL")) return "release"
   if (/INSERT INTO \S*signals/.test(text)) return "signal"
-  if (/^\s*SELECT [^(]* FROM \S*runs WHERE id = \$1/.test(text)) return "get"
+  if (/^\s*SELECT [^(]* FROM \S*runs WHERE id = (\$1|ANY\(\$1)/.test(text)) return "get"
   return "other"
 }
 
