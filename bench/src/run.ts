@@ -4,9 +4,10 @@
  * table and writes bench/RESULTS.md with the machine it ran on.
  *
  * Environment: DATABASE_URL (else embedded Postgres), BENCH_SEQ (500), BENCH_CONC (2000),
- * BENCH_INFLIGHT (50), BENCH_POOL (pool size, 10), BENCH_BLOCKS (4: raw and Memento alternate in
- * this many blocks), BENCH_WAKES (samples per wake kind, 100), BENCH_OUT (results file; `-` to skip
- * writing), BENCH_TRACE (log per-statement timings).
+ * BENCH_INFLIGHT (50), BENCH_POOL (pool size; default BENCH_INFLIGHT, so that 50 raw INSERTs really
+ * are in flight at once), BENCH_BLOCKS (4: raw and Memento alternate in this many blocks),
+ * BENCH_WAKES (samples per wake kind, 100), BENCH_OUT (results file; `-` to skip writing),
+ * BENCH_TRACE (log per-statement timings).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -30,7 +31,7 @@ const int = (name: string, fallback: number): number => {
 const SEQ = int("BENCH_SEQ", 500)
 const CONC = int("BENCH_CONC", 2000)
 const INFLIGHT = int("BENCH_INFLIGHT", 50)
-const POOL = int("BENCH_POOL", 10)
+const POOL = int("BENCH_POOL", INFLIGHT)
 const BLOCKS = int("BENCH_BLOCKS", 4)
 const WAKES = int("BENCH_WAKES", 100)
 const REPLAY_STEPS = int("BENCH_REPLAY_STEPS", 1000)
@@ -118,7 +119,13 @@ const settle = Effect.gen(function*() {
   }
 })
 
-const program = (counter: Counter, loadStarts: Map<string, number>, embedded: boolean) =>
+/** Bench-side instrumentation of the store: when each run's last `load` started, when commits ended. */
+interface Marks {
+  readonly loadStarts: Map<string, number>
+  readonly commitEnds: Map<string, Array<number>>
+}
+
+const program = (counter: Counter, marks: Marks, embedded: boolean) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const client = yield* WorkflowClient.WorkflowClient
@@ -207,6 +214,7 @@ const program = (counter: Counter, loadStarts: Map<string, number>, embedded: bo
     yield* waitStatus(longId, (status) => status === "waiting")
     const firstExecutionMs = performance.now() - firstStart
     const replays: Array<number> = []
+    const replayedAndCommitted: Array<number> = []
     const wakeToReplayed: Array<number> = []
     for (let j = 0; j < REPLAY_SIGNALS; j++) {
       yield* Effect.sleep("20 millis")
@@ -215,8 +223,15 @@ const program = (counter: Counter, loadStarts: Map<string, number>, embedded: bo
       yield* client.signal(longId, `go${j}`, j, { signalId: `go${j}` })
       while ((replayMarks.get(longId) ?? []).length <= before) yield* Effect.sleep("1 millis")
       const mark = replayMarks.get(longId)!.at(-1)!
-      replays.push(mark.at - loadStarts.get(longId)!)
+      const loadStart = marks.loadStarts.get(longId)!
+      replays.push(mark.at - loadStart)
       wakeToReplayed.push(mark.at - sent)
+      // the wake's durable end: the commit that suspends the run again (or finishes it)
+      let committed: number | undefined
+      while ((committed = (marks.commitEnds.get(longId) ?? []).find((at) => at > mark.at)) === undefined) {
+        yield* Effect.sleep("1 millis")
+      }
+      replayedAndCommitted.push(committed - loadStart)
       if (j < REPLAY_SIGNALS - 1) yield* waitStatus(longId, (status) => status === "waiting")
     }
     yield* client.result(Long, longId)
@@ -266,7 +281,7 @@ const program = (counter: Counter, loadStarts: Map<string, number>, embedded: bo
       memSeq,
       rawConc,
       memConc,
-      replay: { firstExecutionMs, replays, wakeToReplayed, loadOnly },
+      replay: { firstExecutionMs, replays, replayedAndCommitted, wakeToReplayed, loadOnly },
       sleepWakes,
       signalWakes
     }
@@ -313,6 +328,7 @@ const report = (r: Results): string => {
     line("sleep: due time → next step starts", r.sleepWakes),
     line("signal: send → next step starts", r.signalWakes),
     line(`replay of a ${REPLAY_STEPS}-step journal: load + replay to its end`, r.replay.replays),
+    line("  the same, and the commit that follows (suspend or finish)", r.replay.replayedAndCommitted),
     line("  the load query alone (run + journal + signals, decoded)", r.replay.loadOnly),
     line("  signal send → replay done (signal, claim, load, replay)", r.replay.wakeToReplayed)
   ])
@@ -383,22 +399,29 @@ const main = async () => {
   log(process.env.DATABASE_URL ? "using DATABASE_URL" : "starting embedded Postgres")
   const pg = await startPostgres()
   const counter = countingPool(pg.url, POOL)
-  const loadStarts = new Map<string, number>()
+  const marks: Marks = { loadStarts: new Map(), commitEnds: new Map() }
   try {
     const PgLive = PgClient.layerFromPool({
       acquire: Effect.acquireRelease(Effect.succeed(counter.pool), (pool) => Effect.promise(() => pool.end()))
     }).pipe(Layer.orDie)
     const SqlStoreLive = SqlStore.layer().pipe(Layer.orDie, Layer.provideMerge(PgLive))
-    // The store with `load` timed (replay measurement).
+    // The store with `load` and the replay run's commits timed (replay measurement).
     const StoreLive = Layer.effect(
       WorkflowStore.WorkflowStore,
       Effect.map(WorkflowStore.WorkflowStore, (store) => ({
         ...store,
         load: (runId: string) =>
           Effect.suspend(() => {
-            loadStarts.set(runId, performance.now())
+            marks.loadStarts.set(runId, performance.now())
             return store.load(runId)
-          })
+          }),
+        commit: (commit: Parameters<typeof store.commit>[0]) =>
+          !commit.runId.startsWith("long-") ? store.commit(commit) : Effect.tap(store.commit(commit), () =>
+            Effect.sync(() => {
+              const ends = marks.commitEnds.get(commit.runId) ?? []
+              ends.push(performance.now())
+              marks.commitEnds.set(commit.runId, ends)
+            }))
       }))
     ).pipe(Layer.provideMerge(SqlStoreLive))
     const WorkerLive = Worker.layer({
@@ -408,7 +431,7 @@ const main = async () => {
     }).pipe(Layer.provide(Layer.mergeAll(ThreeLive, LongLive, SleepyLive, WaiterLive)))
     const AppLive = Layer.mergeAll(WorkerLive, WorkflowClient.layer).pipe(Layer.provideMerge(StoreLive))
     const results = await Effect.runPromise(
-      program(counter, loadStarts, pg.embedded).pipe(Effect.provide(AppLive), Effect.scoped)
+      program(counter, marks, pg.embedded).pipe(Effect.provide(AppLive), Effect.scoped)
     )
     const text = report(results)
     console.log(text)
