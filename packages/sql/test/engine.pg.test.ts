@@ -39,12 +39,15 @@ describe("engine on Postgres: statements", () => {
         }).pipe(Layer.provide(SqlStore.layer().pipe(Layer.provide(worker.client))))
       )
       const client = Context.get(
-        yield* Layer.build(WorkflowClient.layer.pipe(Layer.provide(SqlStore.layer().pipe(Layer.provide(front.client))))),
+        yield* Layer.build(
+          WorkflowClient.layer.pipe(Layer.provide(SqlStore.layer().pipe(Layer.provide(front.client))))
+        ),
         WorkflowClient.WorkflowClient
       )
       // warm-up: the worker's LISTEN connection is up once a run went through
       yield* Effect.sleep("300 millis")
-      assert.strictEqual(yield* client.execute(Three, 0, { id: `three-${id}-warm-up` }).pipe(Effect.timeout("20 seconds")), 3)
+      const warmUp = client.execute(Three, 0, { id: `three-${id}-warm-up` })
+      assert.strictEqual(yield* warmUp.pipe(Effect.timeout("20 seconds")), 3)
 
       const first = worker.log.statements.length
       const runs: Array<string> = []
@@ -80,7 +83,8 @@ describe("engine on Postgres: statements", () => {
       assert.isAtMost(claims.length, 2 * runs.length + 1)
       console.log(
         `3-step run on Postgres: 1 create + 1 claim + ${loadCount / runs.length} loads + 3 step commits + 1 finish ` +
-          `per run; ${claims.length} claims in all for ${runs.length} runs (one takes a run, one finds nothing after it)`
+          `per run; ${claims.length} claims in all for ${runs.length} runs ` +
+          `(one takes a run, one finds nothing after it)`
       )
     }), 60_000)
 })

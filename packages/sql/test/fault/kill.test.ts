@@ -24,7 +24,13 @@ describe("fault: kill -9", () => {
       const fleet = yield* makeFleet(url)
       let spawned = 0
       const spawn = () =>
-        fleet.spawn({ workerId: `w${++spawned}`, concurrency: 6, leaseMs: 1_000, heartbeatMs: 300, maxRecoveries: 1_000 })
+        fleet.spawn({
+          workerId: `w${++spawned}`,
+          concurrency: 6,
+          leaseMs: 1_000,
+          heartbeatMs: 300,
+          maxRecoveries: 1_000
+        })
       for (let i = 0; i < workers; i++) spawn()
       yield* Effect.promise(() => Promise.all(fleet.all.map((worker) => worker.ready)))
 
@@ -46,7 +52,8 @@ describe("fault: kill -9", () => {
       const unfinished = Effect.map(statusCounts(sql, FiveSteps.name), (counts) => runs - (counts.succeeded ?? 0))
       while ((yield* unfinished) > 0) {
         if (Date.now() - started > 200_000) {
-          return assert.fail(`not finished after 200 s: ${JSON.stringify(yield* statusCounts(sql, FiveSteps.name))}\n${fleet.tails()}`)
+          const counts = JSON.stringify(yield* statusCounts(sql, FiveSteps.name))
+          return assert.fail(`not finished after 200 s: ${counts}\n${fleet.tails()}`)
         }
         yield* Effect.sleep("100 millis")
         const due: Array<WorkerProcess> = []

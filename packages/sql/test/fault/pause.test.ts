@@ -28,7 +28,10 @@ describe("fault: SIGSTOP until the lease expires, SIGCONT after another worker f
       const entered = Effect.orDie(sql<{ readonly run_id: string; readonly step: string; readonly worker_id: string }>`
         SELECT run_id, step, worker_id FROM pause_enter WHERE run_id IN ${ids} ORDER BY at`)
       const isInside = (runId: string, step: string) =>
-        Effect.map(entered, (rows) => rows.some((row) => row.run_id === runId && row.step === step && row.worker_id === "paused"))
+        Effect.map(
+          entered,
+          (rows) => rows.some((row) => row.run_id === runId && row.step === step && row.worker_id === "paused")
+        )
       yield* waitUntil(
         Effect.zipWith(isInside(inHold.id, "hold"), isInside(inTransaction.id, "write"), (a, b) => a && b),
         { what: "the worker inside both steps", timeoutMs: 30_000 }

@@ -27,14 +27,22 @@ const race = (racers: number) =>
     const settings = { leaseMs: 2_000, heartbeatMs: 300, pollMs: 50 }
 
     // the orphaner takes every run and hangs inside s3 (its transaction open, its lock held)
-    const orphaner = yield* fleet.start({ workerId: `${prefix}-orphaner`, concurrency: runs, stallStep: "s3", ...settings })
+    const orphaner = yield* fleet.start({
+      workerId: `${prefix}-orphaner`,
+      concurrency: runs,
+      stallStep: "s3",
+      ...settings
+    })
     yield* Effect.forEach(ids, (id, n) => client.start(Race, { n, stepMs: 100 }, { id }), { discard: true })
     const inS3 = Effect.map(
       Effect.orDie(sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM memento_journal
         WHERE run_id IN ${inIds} AND key = 's3' AND status = 'started'`),
       ([row]) => row.n
     )
-    yield* waitUntil(Effect.map(inS3, (n) => n === runs), { what: "the orphaner inside s3 of every run", timeoutMs: 60_000 })
+    yield* waitUntil(Effect.map(inS3, (n) => n === runs), {
+      what: "the orphaner inside s3 of every run",
+      timeoutMs: 60_000
+    })
 
     // idle racers wait for the leases to expire; then the orphaner dies
     const racing = yield* Effect.forEach(
@@ -51,14 +59,17 @@ const race = (racers: number) =>
     )
     yield* waitUntil(Effect.map(succeeded, (n) => n === runs), { what: "every run to succeed", timeoutMs: 90_000 })
 
-    const rows = yield* Effect.orDie(sql<{ readonly id: string; readonly status: string; readonly output: string; readonly epoch: string }>`
+    type Row = { readonly run_id: string; readonly step: string; readonly worker_id: string }
+    const rows = yield* Effect.orDie(sql<
+      { readonly id: string; readonly status: string; readonly output: string; readonly epoch: string }
+    >`
       SELECT id, status, output, epoch FROM memento_runs WHERE id IN ${inIds}`)
     const journal = yield* Effect.orDie(sql<{ readonly run_id: string; readonly entries: string }>`SELECT run_id,
       string_agg(key || ':' || status, ',' ORDER BY seq) AS entries FROM memento_journal WHERE run_id IN ${inIds}
       GROUP BY run_id`)
-    const executions = yield* Effect.orDie(sql<{ readonly run_id: string; readonly step: string; readonly worker_id: string }>`
+    const executions = yield* Effect.orDie(sql<Row>`
       SELECT run_id, step, worker_id FROM race_exec WHERE run_id IN ${inIds}`)
-    const violations = yield* Effect.orDie(sql<{ readonly run_id: string; readonly step: string; readonly worker_id: string }>`
+    const violations = yield* Effect.orDie(sql<Row>`
       SELECT run_id, step, worker_id FROM race_violation WHERE run_id IN ${inIds}`)
 
     const problems: Array<string> = []

@@ -30,7 +30,8 @@ const number = (name, fallback) => (env[name] === undefined || env[name] === "" 
 /** A step's SQL failed (the database restarted, a connection was killed): retried by the step. */
 class Transient extends Schema.TaggedError()("Transient", { message: Schema.String }) {}
 
-const transient = (effect) => Effect.mapError(effect, (error) => new Transient({ message: String(error.message ?? error) }))
+const transient = (effect) =>
+  Effect.mapError(effect, (error) => new Transient({ message: String(error.message ?? error) }))
 
 /** Retries of a step whose SQL failed: for a database restart of several seconds. */
 const stepRetry = Schedule.spaced("200 millis").pipe(Schedule.intersect(Schedule.recurs(100)))
@@ -95,7 +96,11 @@ const FiveStepsLive = FiveSteps.implement(({ maxDelayMs, n }) =>
       )
     const reserve = yield* inTransaction("reserve")
     const charge = yield* external("charge")
-    const compute = yield* Step.run("compute", { success: Schema.String }, Effect.as(randomSleep(maxDelayMs), `compute:${n * 2}`))
+    const compute = yield* Step.run(
+      "compute",
+      { success: Schema.String },
+      Effect.as(randomSleep(maxDelayMs), `compute:${n * 2}`)
+    )
     const ledger = yield* inTransaction("ledger")
     const notify = yield* external("notify")
     return [reserve, charge, compute, ledger, notify]
@@ -121,9 +126,13 @@ const RaceLive = Race.implement(({ n, stepMs }) =>
     const results = []
     for (const step of ["s1", "s2", "s3", "s4", "s5"]) {
       const body = sql.withTransaction(Effect.gen(function*() {
-        const [{ locked }] = yield* sql`SELECT pg_try_advisory_xact_lock(hashtext(${runId}), hashtext(${step})) AS locked`
+        const [{ locked }] = yield* sql`SELECT
+          pg_try_advisory_xact_lock(hashtext(${runId}), hashtext(${step})) AS locked`
         if (!locked) {
-          yield* outside("INSERT INTO race_violation (run_id, step, worker_id) VALUES ($1, $2, $3)", [runId, step, workerId])
+          yield* outside(
+            "INSERT INTO race_violation (run_id, step, worker_id) VALUES ($1, $2, $3)",
+            [runId, step, workerId]
+          )
         }
         yield* sql`INSERT INTO race_exec (run_id, step, worker_id) VALUES (${runId}, ${step}, ${workerId})`
         yield* Effect.sleep(env.STALL_STEP === step ? 3_600_000 : stepMs)
@@ -151,7 +160,11 @@ const PauseLive = Pause.implement(({ holdMs, txMs }) =>
     const runId = yield* Workflow.workflowId
     const enter = (step) =>
       outside("INSERT INTO pause_enter (run_id, step, worker_id) VALUES ($1, $2, $3)", [runId, step, workerId])
-    const hold = yield* Step.run("hold", { success: Schema.String }, Effect.zipRight(enter("hold"), Effect.as(Effect.sleep(holdMs), "hold")))
+    const hold = yield* Step.run(
+      "hold",
+      { success: Schema.String },
+      Effect.zipRight(enter("hold"), Effect.as(Effect.sleep(holdMs), "hold"))
+    )
     const write = yield* Step.transaction(
       "write",
       { success: Schema.String },

@@ -26,7 +26,10 @@ const statusOf = (id: string) =>
   Effect.flatMap(WorkflowClient.WorkflowClient, (client) => Effect.map(client.get(id), (run) => run.status))
 
 const awaitStatus = (id: string, status: Store.RunStatus, timeoutMs = 15_000) =>
-  waitUntil(Effect.map(Effect.orDie(statusOf(id)), (s) => s === status), { what: `run ${id} to be ${status}`, timeoutMs })
+  waitUntil(Effect.map(Effect.orDie(statusOf(id)), (s) => s === status), {
+    what: `run ${id} to be ${status}`,
+    timeoutMs
+  })
 
 /** The parsed `error` column of a parked run: `{ _tag: "Parked", reason: { _tag, ... } }`. */
 const parkReason = (id: string) =>
@@ -58,7 +61,12 @@ export const engineSuite = (
           count(sql<{ n: unknown }>`SELECT count(*) AS n FROM ${sql(table)} WHERE run_id = ${runId} AND step = ${step}`)
         const bodies = { reserve: 0, charge: 0 }
 
-        const Order = Workflow.make({ name: `tx-${id}`, payload: Schema.String, success: Schema.String, error: Declined })
+        const Order = Workflow.make({
+          name: `tx-${id}`,
+          payload: Schema.String,
+          success: Schema.String,
+          error: Declined
+        })
         const insert = (runId: string, step: "reserve" | "charge") =>
           Effect.zipRight(
             Effect.sync(() => bodies[step]++),
@@ -172,7 +180,8 @@ export const engineSuite = (
         yield* startWorker(options)
         yield* Effect.sleep("500 millis")
         assert.strictEqual(yield* statusOf(run.id), "waiting", "a duplicate signal does not wake the run")
-        assert.deepStrictEqual(yield* client.signal(run.id, "go", "second", { signalId: "evt-2" }), { duplicate: false })
+        const sent = yield* client.signal(run.id, "go", "second", { signalId: "evt-2" })
+        assert.deepStrictEqual(sent, { duplicate: false })
         const result = yield* client.result(Napper, run.id)
         assert.deepStrictEqual({ first: result.first, second: result.second }, { first: "first", second: "second" })
         const details = yield* client.inspect(run.id)
@@ -196,7 +205,9 @@ export const engineSuite = (
         yield* startWorker({ workflows: [Big], implementations, settings: limit })
         const withLimit = Effect.provide(WorkflowConfig.layer({ ...settings, ...limit }))
 
-        const tooLarge = yield* Effect.flip(client.start(Big, "x".repeat(2_000), { id: `big-${id}-payload` })).pipe(withLimit)
+        const tooLarge = yield* Effect.flip(client.start(Big, "x".repeat(2_000), { id: `big-${id}-payload` })).pipe(
+          withLimit
+        )
         assert.instanceOf(tooLarge, WorkflowError.PayloadTooLarge)
         assert.isTrue(Option.isNone(yield* store.get(`big-${id}-payload`)), "no run was created")
 
@@ -286,7 +297,9 @@ export const engineSuite = (
         for (const run of [value, row, healthy]) yield* awaitStatus(run.id, "waiting")
 
         // a journaled value that is not JSON: the replay cannot decode it
-        yield* Effect.orDie(sql`UPDATE memento_journal SET output = 'not json' WHERE run_id = ${value.id} AND key = 'a'`)
+        yield* Effect.orDie(
+          sql`UPDATE memento_journal SET output = 'not json' WHERE run_id = ${value.id} AND key = 'a'`
+        )
         // a row the store itself cannot decode (an unknown kind)
         yield* Effect.orDie(sql`UPDATE memento_journal SET kind = 'bogus' WHERE run_id = ${row.id} AND key = 'a'`)
         for (const run of [value, row, healthy]) yield* client.signal(run.id, "go", true)

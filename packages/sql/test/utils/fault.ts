@@ -189,7 +189,9 @@ export const makeFleet = (url: string): Effect.Effect<Fleet, never, Scope.Scope>
     Effect.sync(() => {
       const missing = builtPackages.filter((file) => !existsSync(file))
       if (missing.length > 0) {
-        throw new Error(`the fault tests run the built packages: run \`npx tsc -b\` first (missing ${missing.join(", ")})`)
+        throw new Error(
+          `the fault tests run the built packages: run \`npx tsc -b\` first (missing ${missing.join(", ")})`
+        )
       }
       return new Fleet(url)
     }),
@@ -291,7 +293,9 @@ export const checkFiveSteps = (sql: SqlClient.SqlClient, ids: ReadonlyArray<stri
         string_agg(key || ':' || status, ',' ORDER BY seq) AS entries FROM memento_journal GROUP BY run_id`
     const tx = yield* sql<{ readonly run_id: string; readonly step: string; readonly n: number }>`SELECT run_id, step,
         count(*)::int AS n FROM fx_tx GROUP BY run_id, step`
-    const ext = yield* sql<{ readonly run_id: string; readonly step: string; readonly n: number; readonly attempts: number }>`
+    const ext = yield* sql<
+      { readonly run_id: string; readonly step: string; readonly n: number; readonly attempts: number }
+    >`
       SELECT run_id, step, count(*)::int AS n, sum(attempts)::int AS attempts FROM fx_ext GROUP BY run_id, step`
     const byRun = new Map(runs.map((run) => [run.id, run]))
     const entries = new Map(journal.map((row) => [row.run_id, row.entries]))
@@ -312,7 +316,8 @@ export const checkFiveSteps = (sql: SqlClient.SqlClient, ids: ReadonlyArray<stri
         ok = false
         problems.push(`${id}: output ${run!.output}`)
       }
-      if (run !== undefined && (run.lease_owner !== null || run.lease_expires_at !== null) && run.status === "succeeded") {
+      const leased = run !== undefined && (run.lease_owner !== null || run.lease_expires_at !== null)
+      if (leased && run.status === "succeeded") {
         claimed++
         problems.push(`${id}: still claimed by ${run.lease_owner}`)
       }
@@ -321,7 +326,8 @@ export const checkFiveSteps = (sql: SqlClient.SqlClient, ids: ReadonlyArray<stri
         ok = false
         problems.push(`${id}: journal ${entries.get(id)}`)
       }
-      for (const [rows, step] of [[txRows, "reserve"], [txRows, "ledger"], [extRows, "charge"], [extRows, "notify"]] as const) {
+      const effects = [[txRows, "reserve"], [txRows, "ledger"], [extRows, "charge"], [extRows, "notify"]] as const
+      for (const [rows, step] of effects) {
         const n = rows.get(`${id}/${step}`) ?? 0
         if (n === 0 && run?.status === "succeeded") {
           ok = false
