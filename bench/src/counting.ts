@@ -26,7 +26,7 @@ const classify = (text: string): Kind => {
   if (text.includes("ON CONFLICT (id) DO NOTHING")) return "create"
   if (text.includes("AS attempts")) return "inspect"
   if (text.includes("json_agg")) return "load"
-  if (text.includes("x(id text, epoch bigint)")) return "heartbeat"
+  if (/UPDATE \S*runs r SET lease_expires_at = /.test(text)) return "heartbeat"
   if (text.includes("lease_owner = NULL, lease_expires_at = NULL")) return "release"
   if (/INSERT INTO \S*signals/.test(text)) return "signal"
   if (/^\s*SELECT [^(]* FROM \S*runs WHERE id = (\$1|ANY\(\$1)/.test(text)) return "get"

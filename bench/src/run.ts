@@ -101,6 +101,7 @@ const runBlock = <E, R>(
     into.elapsedMs += elapsed
     into.cpuMs += (cpu.user + cpu.system) / 1000
     for (const [kind, count] of Object.entries(counter.snapshot())) into.counts[kind] = (into.counts[kind] ?? 0) + count
+    for (const text of counter.others()) log(`${into.name}: unclassified statement: ${text}`)
     if (TRACE) {
       const byKind = new Map<string, Array<number>>()
       for (const e of counter.trace(false)) {
@@ -183,7 +184,6 @@ const program = (counter: Counter, marks: Marks, embedded: boolean) =>
       for (const p of [raw, memento]) {
         log(`${p.name}: ${fmt(p.elapsedMs / 1000)} s, node CPU ${fmt((100 * p.cpuMs) / p.elapsedMs, 0)}%, statements ${JSON.stringify(p.counts)}`)
       }
-      if (counter.others().length > 0) log(`unclassified: ${counter.others().join(" || ")}`)
     }
     if (TRACE) {
       for (let k = 0; k < 3; k++) {
