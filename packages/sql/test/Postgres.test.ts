@@ -138,6 +138,11 @@ describe("SqlStore on Postgres", () => {
       yield* capture("list", store.list({ status: ["running", "pending"], limit: 10 }))
       yield* capture("list", store.list({}))
       yield* capture("inspect", store.inspect(run.id))
+      yield* capture("list", store.list({ parentId: run.id }))
+      yield* capture("retry", Effect.either(store.retry({ runId: run.id, archiveKeys: ["a"], from: ["failed"] })))
+      yield* capture("purge", store.purge({ completedBefore: Date.now(), statuses: ["succeeded", "failed"], limit: 100 }))
+      yield* capture("claimAlerts", store.claimAlerts({ limit: 10, leaseMs: 30_000 }))
+      yield* capture("alerts", store.alerts(run.id))
       const plans = yield* sql.withTransaction(Effect.gen(function*() {
         yield* sql`SET LOCAL enable_seqscan = off`
         return yield* Effect.forEach(captured, ({ name, text, values }) =>
@@ -153,6 +158,9 @@ describe("SqlStore on Postgres", () => {
       }
       const claimPlan = plans.find((p) => p.name === "claim")?.plan ?? ""
       assert.match(claimPlan, /memento_runs_claimable/)
+      // purge reads only finished runs, through the index that holds nothing else
+      const purgePlan = plans.find((p) => p.name === "purge")?.plan ?? ""
+      assert.match(purgePlan, /memento_runs_finished/)
     }))
 
   it.scopedLive("a stale epoch writes nothing, even racing the new owner", () =>
@@ -262,19 +270,27 @@ describe("SqlStore on Postgres", () => {
       const tables = yield* sql<{ readonly name: string }>`SELECT tablename AS name FROM pg_tables
         WHERE schemaname = 'public' ORDER BY tablename`
       assert.deepStrictEqual(tables.map((t) => t.name), [
+        "memento_alerts",
         "memento_attempts",
+        "memento_attempts_archive",
         "memento_journal",
+        "memento_journal_archive",
         "memento_migrations",
         "memento_runs",
+        "memento_schedules",
         "memento_signals",
+        "tenant_a_alerts",
         "tenant_a_attempts",
+        "tenant_a_attempts_archive",
         "tenant_a_journal",
+        "tenant_a_journal_archive",
         "tenant_a_migrations",
         "tenant_a_runs",
+        "tenant_a_schedules",
         "tenant_a_signals"
       ])
       const migrations = yield* sql<{ readonly count: number }>`SELECT count(*)::int AS count FROM tenant_a_migrations`
-      assert.strictEqual(migrations[0].count, 1)
+      assert.strictEqual(migrations[0].count, 2)
       assert.deepStrictEqual(yield* SqlStore.migrate({ tablePrefix: "tenant_a_" }).pipe(Effect.provideService(SqlClient.SqlClient, sql)), [])
       yield* again.store.create({ id: "shared-id", workflow: "wf", payload: "\"a\"" })
       assert.isTrue(Option.isNone(yield* other.store.get("shared-id")))

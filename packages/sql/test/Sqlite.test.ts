@@ -127,19 +127,27 @@ describe("SqlStore on SQLite", () => {
       const tables = yield* tenant.sql<{ readonly name: string }>`SELECT name FROM sqlite_master
         WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`
       assert.deepStrictEqual(tables.map((t) => t.name), [
+        "memento_alerts",
         "memento_attempts",
+        "memento_attempts_archive",
         "memento_journal",
+        "memento_journal_archive",
         "memento_migrations",
         "memento_runs",
+        "memento_schedules",
         "memento_signals",
+        "tenant_a_alerts",
         "tenant_a_attempts",
+        "tenant_a_attempts_archive",
         "tenant_a_journal",
+        "tenant_a_journal_archive",
         "tenant_a_migrations",
         "tenant_a_runs",
+        "tenant_a_schedules",
         "tenant_a_signals"
       ])
       const [{ n }] = yield* tenant.sql<{ n: number }>`SELECT count(*) AS n FROM tenant_a_migrations`
-      assert.strictEqual(n, 1)
+      assert.strictEqual(n, 2)
       yield* again.store.create({ id: "shared", workflow: "wf", payload: "{}" })
       assert.isTrue(Option.isSome(yield* tenant.store.get("shared")))
       assert.isTrue(Option.isNone(yield* other.store.get("shared")))

@@ -9,25 +9,36 @@
 import { Clock, Effect, Layer, Option, Order, PubSub, Schema, Stream } from "effect"
 import { InvalidRunState, LeaseLost, RunNotFound, StoreError } from "./WorkflowError.js"
 import type {
+  AlertRecord,
+  ArchivedAttempt,
+  ArchivedEntry,
   AttemptRecord,
   ClaimRequest,
   Commit,
   JournalEntry,
   ListFilter,
   NewRun,
+  RunCount,
   RunRecord,
   RunSnapshot,
   RunStatus,
   SignalRecord,
   StoreEvent
 } from "./WorkflowStore.js"
-import { parkedStatuses, terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
+import { alertStatuses, parkedStatuses, terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
 
 interface RunState {
   run: RunRecord
   readonly entries: Map<string, JournalEntry>
   readonly attempts: Map<string, AttemptRecord>
   readonly signals: Map<string, SignalRecord>
+  readonly archivedEntries: Array<ArchivedEntry>
+  readonly archivedAttempts: Array<ArchivedAttempt>
+}
+
+interface AlertState {
+  alert: AlertRecord
+  leaseExpiresAt: number | null
 }
 
 const claimableStatuses: ReadonlyArray<RunStatus> = ["pending", "running", "sleeping", "waiting", "compensating"]
@@ -40,6 +51,21 @@ const claimOrder: Order.Order<RunRecord> = Order.combineAll([
   Order.mapInput(Order.number, (run: RunRecord) => run.createdAt),
   Order.mapInput(Order.string, (run: RunRecord) => run.id)
 ])
+
+const oldestFirst: Order.Order<RunRecord> = Order.combine(
+  Order.mapInput(Order.number, (run: RunRecord) => run.createdAt),
+  Order.mapInput(Order.string, (run: RunRecord) => run.id)
+)
+
+const alertOrder: Order.Order<AlertRecord> = Order.combine(
+  Order.mapInput(Order.number, (alert: AlertRecord) => alert.createdAt),
+  Order.mapInput(Order.string, (alert: AlertRecord) => alert.id)
+)
+
+const countOrder: Order.Order<RunCount> = Order.combine(
+  Order.mapInput(Order.string, (count: RunCount) => count.workflow),
+  Order.mapInput(Order.string, (count: RunCount) => count.status)
+)
 
 const newestFirst: Order.Order<RunRecord> = Order.reverse(Order.combine(
   Order.mapInput(Order.number, (run: RunRecord) => run.createdAt),
@@ -71,6 +97,8 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
   const runs = new Map<string, RunState>()
   const lock = yield* Effect.makeSemaphore(1)
   const pubsub = yield* PubSub.unbounded<StoreEvent>()
+  const alerts = new Map<string, AlertState>()
+  const schedules = new Map<string, number>()
   let signalSeq = 0
 
   const atomically = <A, E>(f: (now: number) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
@@ -114,7 +142,14 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
         updatedAt: now,
         completedAt: null
       }
-      runs.set(run.id, { run, entries: new Map(), attempts: new Map(), signals: new Map() })
+      runs.set(run.id, {
+        run,
+        entries: new Map(),
+        attempts: new Map(),
+        signals: new Map(),
+        archivedEntries: [],
+        archivedAttempts: []
+      })
       return Effect.as(publish([runnableChanged(run)]), { run, created: true })
     })
 
@@ -160,6 +195,26 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
 
   const load = (runId: string) => atomically(() => Effect.map(find(runId), snapshot))
 
+  /** Stores a signal unless its ID was seen; returns the event waking the target, if it waits. */
+  const deliver = (
+    state: RunState,
+    signal: { readonly name: string; readonly signalId: string; readonly payload: string },
+    now: number
+  ): { readonly duplicate: boolean; readonly events: ReadonlyArray<StoreEvent> } => {
+    if (state.signals.has(signal.signalId)) return { duplicate: true, events: [] }
+    signalSeq += 1
+    state.signals.set(signal.signalId, {
+      name: signal.name,
+      signalId: signal.signalId,
+      payload: signal.payload,
+      seq: signalSeq,
+      receivedAt: now
+    })
+    if (state.run.status !== "waiting") return { duplicate: false, events: [] }
+    const run = update(state, { runnableAt: now, updatedAt: now })
+    return { duplicate: false, events: [runnableChanged(run)] }
+  }
+
   const commit = (c: Commit) =>
     atomically((now) => {
       const state = runs.get(c.runId)
@@ -191,6 +246,28 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
       const events: Array<StoreEvent> = []
       if (ended) events.push({ _tag: "RunFinished", runId: run.id })
       if (t.release && run.runnableAt !== null) events.push(runnableChanged(run))
+      if (alertStatuses.includes(t.status)) {
+        const id = `${run.id}/${run.epoch}/${t.status}`
+        if (!alerts.has(id)) {
+          alerts.set(id, {
+            alert: {
+              id,
+              runId: run.id,
+              workflow: run.workflow,
+              status: t.status,
+              error: run.error,
+              createdAt: now,
+              attempts: 0,
+              deliveredAt: null
+            },
+            leaseExpiresAt: null
+          })
+        }
+      }
+      if (t.signal !== undefined) {
+        const target = runs.get(t.signal.runId)
+        if (target !== undefined) events.push(...deliver(target, t.signal, now).events)
+      }
       return Effect.as(publish(events), { cancelRequested: run.cancelRequested })
     })
 
@@ -199,13 +276,9 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
 
   const signal: WorkflowStore["Type"]["signal"] = ({ name, payload, runId, signalId }) =>
     atomically((now) =>
-      Effect.flatMap(find(runId), (state): Effect.Effect<{ readonly duplicate: boolean }> => {
-        if (state.signals.has(signalId)) return Effect.succeed({ duplicate: true })
-        signalSeq += 1
-        state.signals.set(signalId, { name, signalId, payload, seq: signalSeq, receivedAt: now })
-        if (state.run.status !== "waiting") return Effect.succeed({ duplicate: false })
-        const run = update(state, { runnableAt: now, updatedAt: now })
-        return Effect.as(publish([runnableChanged(run)]), { duplicate: false })
+      Effect.flatMap(find(runId), (state) => {
+        const { duplicate, events } = deliver(state, { name, signalId, payload }, now)
+        return Effect.as(publish(events), { duplicate })
       })
     )
 
@@ -259,6 +332,7 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
         const matching = Array.from(runs.values(), (state) => state.run).filter((run) =>
           (statuses === undefined || statuses.includes(run.status)) &&
           (filter.workflow === undefined || run.workflow === filter.workflow) &&
+          (filter.parentId === undefined || run.parentId === filter.parentId) &&
           (filter.createdAfter === undefined || run.createdAt >= filter.createdAfter) &&
           (filter.createdBefore === undefined || run.createdAt < filter.createdBefore) &&
           (after === undefined || run.createdAt < after[0] || (run.createdAt === after[0] && run.id < after[1]))
@@ -279,9 +353,131 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
         const attempts = Array.from(state.attempts.values()).sort((a, b) =>
           entrySeq(a.key) - entrySeq(b.key) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) || a.attempt - b.attempt
         )
-        return { ...snapshot(state), attempts }
+        const archivedSeq = (generation: number, key: string) =>
+          state.archivedEntries.find((entry) => entry.generation === generation && entry.key === key)?.seq ??
+            Number.MAX_SAFE_INTEGER
+        const archivedEntries = [...state.archivedEntries].sort((a, b) =>
+          a.generation - b.generation || a.seq - b.seq
+        )
+        const archivedAttempts = [...state.archivedAttempts].sort((a, b) =>
+          a.generation - b.generation ||
+          archivedSeq(a.generation, a.key) - archivedSeq(b.generation, b.key) ||
+          (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) ||
+          a.attempt - b.attempt
+        )
+        const children = Array.from(runs.values(), (child) => child.run)
+          .filter((child) => child.parentId === runId)
+          .sort(oldestFirst)
+        return { ...snapshot(state), attempts, archivedEntries, archivedAttempts, children }
       })
     )
+
+  const retry: WorkflowStore["Type"]["retry"] = ({ archiveKeys, from, runId }) =>
+    atomically((now) =>
+      Effect.flatMap(find(runId), (state): Effect.Effect<RunRecord, InvalidRunState> => {
+        if (!from.includes(state.run.status)) {
+          return Effect.fail(new InvalidRunState({ workflowId: runId, status: state.run.status, operation: "retry" }))
+        }
+        const generation = Math.max(
+          0,
+          ...state.archivedEntries.map((entry) => entry.generation),
+          ...state.archivedAttempts.map((attempt) => attempt.generation)
+        ) + 1
+        const keys = new Set(archiveKeys)
+        for (const key of keys) {
+          const entry = state.entries.get(key)
+          if (entry === undefined) continue
+          state.entries.delete(key)
+          state.archivedEntries.push({ ...entry, generation, archivedAt: now })
+        }
+        for (const [id, attempt] of state.attempts) {
+          if (!keys.has(attempt.key)) continue
+          state.attempts.delete(id)
+          state.archivedAttempts.push({ ...attempt, generation })
+        }
+        const run = update(state, {
+          status: "pending",
+          runnableAt: now,
+          output: null,
+          error: null,
+          completedAt: null,
+          leaseOwner: null,
+          leaseExpiresAt: null,
+          cancelRequested: false,
+          recoveries: 0,
+          updatedAt: now
+        })
+        return Effect.as(publish([runnableChanged(run)]), run)
+      })
+    )
+
+  const purge: WorkflowStore["Type"]["purge"] = ({ completedBefore, limit, statuses }) =>
+    atomically(() => {
+      const purgeable = statuses.filter((status) => terminalStatuses.includes(status))
+      const victims = Array.from(runs.values(), (state) => state.run).filter((run) =>
+        purgeable.includes(run.status) && run.completedAt !== null && run.completedAt < completedBefore
+      ).sort((a, b) => (a.completedAt ?? 0) - (b.completedAt ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+        .slice(0, Math.max(0, Math.floor(limit)))
+      for (const run of victims) {
+        runs.delete(run.id)
+        for (const [id, { alert }] of alerts) if (alert.runId === run.id) alerts.delete(id)
+      }
+      return Effect.succeed(victims.length)
+    })
+
+  const stats: WorkflowStore["Type"]["stats"] = atomically(() => {
+    const counts = new Map<string, { workflow: string; status: RunStatus; count: number }>()
+    for (const { run } of runs.values()) {
+      const key = `${run.workflow}\u0000${run.status}`
+      const count = counts.get(key)
+      if (count === undefined) counts.set(key, { workflow: run.workflow, status: run.status, count: 1 })
+      else count.count += 1
+    }
+    return Effect.succeed(Array.from(counts.values()).sort(countOrder))
+  })
+
+  const claimAlerts: WorkflowStore["Type"]["claimAlerts"] = ({ leaseMs, limit }) =>
+    atomically((now) =>
+      Effect.succeed(
+        Array.from(alerts.values())
+          .filter((state) =>
+            state.alert.deliveredAt === null && (state.leaseExpiresAt === null || state.leaseExpiresAt <= now)
+          )
+          .sort((a, b) => alertOrder(a.alert, b.alert))
+          .slice(0, Math.max(0, Math.floor(limit)))
+          .map((state) => {
+            state.leaseExpiresAt = now + leaseMs
+            state.alert = { ...state.alert, attempts: state.alert.attempts + 1 }
+            return state.alert
+          })
+      )
+    )
+
+  const completeAlert: WorkflowStore["Type"]["completeAlert"] = (id) =>
+    atomically((now) => {
+      const state = alerts.get(id)
+      if (state !== undefined && state.alert.deliveredAt === null) {
+        state.alert = { ...state.alert, deliveredAt: now }
+        state.leaseExpiresAt = null
+      }
+      return Effect.void
+    })
+
+  const alertsOf: WorkflowStore["Type"]["alerts"] = (runId) =>
+    atomically(() =>
+      Effect.succeed(
+        Array.from(alerts.values(), (state) => state.alert).filter((alert) => alert.runId === runId).sort(alertOrder)
+      )
+    )
+
+  const scheduleCursor: WorkflowStore["Type"]["scheduleCursor"] = (name) =>
+    atomically(() => Effect.succeed(Option.fromNullable(schedules.get(name))))
+
+  const advanceSchedule: WorkflowStore["Type"]["advanceSchedule"] = (name, tick) =>
+    atomically(() => {
+      schedules.set(name, Math.max(schedules.get(name) ?? tick, tick))
+      return Effect.void
+    })
 
   return WorkflowStore.of({
     create,
@@ -297,6 +493,14 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
     get,
     list,
     inspect,
+    retry,
+    purge,
+    stats,
+    claimAlerts,
+    completeAlert,
+    alerts: alertsOf,
+    scheduleCursor,
+    advanceSchedule,
     events: Stream.fromPubSub(pubsub)
   })
 })

@@ -178,13 +178,40 @@ export interface RunSnapshot {
 }
 
 /**
- * Everything about one run, for people: journal, execution log and signals.
+ * A journal entry set aside by `retry`: it no longer replays, but stays in the execution log.
+ * `generation` numbers the retries of the run (1 for entries archived by the first retry).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ArchivedEntry extends JournalEntry {
+  readonly generation: number
+  readonly archivedAt: number
+}
+
+/**
+ * An attempt of an archived entry, kept with the same `generation`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ArchivedAttempt extends AttemptRecord {
+  readonly generation: number
+}
+
+/**
+ * Everything about one run, for people: journal, execution log (current and archived by retries),
+ * signals and child runs.
  *
  * @since 0.1.0
  * @category models
  */
 export interface RunDetails extends RunSnapshot {
   readonly attempts: ReadonlyArray<AttemptRecord>
+  readonly archivedEntries: ReadonlyArray<ArchivedEntry>
+  readonly archivedAttempts: ReadonlyArray<ArchivedAttempt>
+  /** Runs whose `parentId` is this run, oldest first. */
+  readonly children: ReadonlyArray<RunRecord>
 }
 
 /**
@@ -208,6 +235,51 @@ export interface RunTransition {
    * store sets `runnableAt` to now instead, so no wake-up is lost.
    */
   readonly signalSeenSeq?: number | undefined
+  /**
+   * A signal delivered in the same atomic write (a child run telling its parent it finished):
+   * stored unless its `signalId` exists for the target run, and the target is woken if it waits.
+   */
+  readonly signal?: SignalDelivery | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SignalDelivery {
+  readonly runId: string
+  readonly name: string
+  readonly signalId: string
+  readonly payload: string
+}
+
+/**
+ * Statuses whose transition writes an alert to the store's outbox, in the same atomic write as the
+ * transition. The `Alerts` dispatcher delivers them (and chooses which statuses it reports).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const alertStatuses: ReadonlyArray<RunStatus> = ["failed", "compensated", "needs_attention", "dead"]
+
+/**
+ * An outbox row: written when a commit moves a run into one of `alertStatuses`. Its `id` is
+ * `${runId}/${epoch}/${status}`, so a repeated commit writes it once. `deliveredAt` is set by
+ * `completeAlert`; `attempts` counts claims.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlertRecord {
+  readonly id: string
+  readonly runId: string
+  readonly workflow: string
+  readonly status: RunStatus
+  /** The run's error (RunError JSON) at the transition. */
+  readonly error: string | null
+  readonly createdAt: number
+  readonly attempts: number
+  readonly deliveredAt: number | null
 }
 
 /**
@@ -270,6 +342,7 @@ export interface ClaimRequest {
 export interface ListFilter {
   readonly status?: RunStatus | ReadonlyArray<RunStatus> | undefined
   readonly workflow?: string | undefined
+  readonly parentId?: string | undefined
   readonly createdAfter?: number | undefined
   readonly createdBefore?: number | undefined
   readonly limit?: number | undefined
@@ -340,6 +413,57 @@ export class WorkflowStore extends Context.Tag("@memento/workflow/WorkflowStore"
   readonly get: (runId: string) => Effect.Effect<Option.Option<RunRecord>, StoreError>
   readonly list: (filter: ListFilter) => Effect.Effect<RunPage, StoreError>
   readonly inspect: (runId: string) => Effect.Effect<RunDetails, RunNotFound | StoreError>
+  /**
+   * Sets aside the journal entries with the given keys (and their attempts) as a new archive
+   * generation and makes the run runnable from its journal's remainder: status `pending`,
+   * runnable now, output, error, lease, cancel request and recovery count cleared. Applied only
+   * while the run's status is one of `from`; otherwise `InvalidRunState` and nothing changes.
+   * Atomic. Emits `RunnableChanged`.
+   */
+  readonly retry: (request: {
+    readonly runId: string
+    readonly archiveKeys: ReadonlyArray<string>
+    readonly from: ReadonlyArray<RunStatus>
+  }) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError>
+  /**
+   * Deletes up to `limit` runs (with their journal, attempts, archive, signals and alerts) whose
+   * status is one of `statuses` (only terminal statuses are ever deleted, whatever is passed) and
+   * that completed before `completedBefore`. Returns how many runs it deleted; callers repeat it
+   * until it returns less than `limit`. One short transaction per call.
+   */
+  readonly purge: (request: {
+    readonly completedBefore: number
+    readonly statuses: ReadonlyArray<RunStatus>
+    readonly limit: number
+  }) => Effect.Effect<number, StoreError>
+  /** Run counts by workflow and status. */
+  readonly stats: Effect.Effect<ReadonlyArray<RunCount>, StoreError>
+  /**
+   * Claims up to `limit` undelivered alerts whose claim lease (if any) expired: sets the lease to
+   * now + `leaseMs` and increments `attempts`. Oldest first.
+   */
+  readonly claimAlerts: (request: {
+    readonly limit: number
+    readonly leaseMs: number
+  }) => Effect.Effect<ReadonlyArray<AlertRecord>, StoreError>
+  /** Marks an alert delivered; it is never claimed again. */
+  readonly completeAlert: (id: string) => Effect.Effect<void, StoreError>
+  /** Alerts of a run (delivered or not), oldest first. */
+  readonly alerts: (runId: string) => Effect.Effect<ReadonlyArray<AlertRecord>, StoreError>
+  /** The last cron tick (epoch ms) a schedule started, if any. */
+  readonly scheduleCursor: (name: string) => Effect.Effect<Option.Option<number>, StoreError>
+  /** Records that a schedule started the tick `tick`; never moves the cursor backwards. */
+  readonly advanceSchedule: (name: string, tick: number) => Effect.Effect<void, StoreError>
   /** Wake-up hints for workers and result waiters. */
   readonly events: Stream.Stream<StoreEvent>
 }>() {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunCount {
+  readonly workflow: string
+  readonly status: RunStatus
+  readonly count: number
+}

@@ -14,7 +14,7 @@ import type {
   StoreEvent,
   WorkflowStore
 } from "@memento/workflow/WorkflowStore"
-import { parkedStatuses, terminalStatuses } from "@memento/workflow/WorkflowStore"
+import { alertStatuses, parkedStatuses, terminalStatuses } from "@memento/workflow/WorkflowStore"
 import { Data, Effect } from "effect"
 import { decodeCursor, decodeRuns, encodeCursor, mapSqlError, storeError } from "./rows.js"
 import type { Tables } from "./tables.js"
@@ -44,6 +44,15 @@ const runColumns = [
 /** The columns of a `RunRecord`, optionally qualified by a table alias. @internal */
 export const runColumnList = (alias?: string): string =>
   runColumns.map((column) => alias === undefined ? column : `${alias}.${column}`).join(", ")
+
+/**
+ * A JSON object of a run row with the row's own column names as keys (what `decodeRun` reads),
+ * built with the dialect's JSON object function.
+ *
+ * @internal
+ */
+export const runJson = (jsonObject: string, alias: string): string =>
+  `${jsonObject}(${runColumns.map((column) => `'${column}', ${alias}.${column}`).join(", ")})`
 
 /** @internal */
 export const sqlList = (values: ReadonlyArray<string>): string => values.map((value) => `'${value}'`).join(", ")
@@ -75,6 +84,16 @@ export const uniqueAttempts = (attempts: ReadonlyArray<AttemptRecord>): Readonly
   for (const attempt of attempts) byKey.set(`${attempt.key}\u0000${attempt.attempt}`, attempt)
   return byKey.size === attempts.length ? attempts : Array.from(byKey.values())
 }
+
+/** Whether a commit's transition writes an alert to the outbox. @internal */
+export const isAlerting = (status: RunStatus): boolean => alertStatuses.includes(status)
+
+/** The outbox ID of the alert a transition writes: one per (run, epoch, status). @internal */
+export const alertId = (runId: string, epoch: number, status: RunStatus): string => `${runId}/${epoch}/${status}`
+
+/** The statuses `purge` may delete: the requested ones that are terminal. @internal */
+export const purgeable = (statuses: ReadonlyArray<RunStatus>): ReadonlyArray<RunStatus> =>
+  statuses.filter((status) => terminalStatuses.includes(status))
 
 /** Whether a commit holds a finished entry (which resets the recovery count). @internal */
 export const hasFinishedEntry = (entries: ReadonlyArray<JournalEntry>): boolean =>
@@ -114,6 +133,7 @@ export const makeList = (sql: SqlClient.SqlClient, tables: Tables) => {
       const clauses: Array<Fragment> = []
       if (statuses !== undefined) clauses.push(sql.in("status", statuses))
       if (filter.workflow !== undefined) clauses.push(sql`workflow = ${filter.workflow}`)
+      if (filter.parentId !== undefined) clauses.push(sql`parent_id = ${filter.parentId}`)
       if (filter.createdAfter !== undefined) clauses.push(sql`created_at >= ${filter.createdAfter}`)
       if (filter.createdBefore !== undefined) clauses.push(sql`created_at < ${filter.createdBefore}`)
       if (after !== undefined) {
@@ -129,7 +149,8 @@ export const makeList = (sql: SqlClient.SqlClient, tables: Tables) => {
 
 class UserFailure extends Data.TaggedError("UserFailure")<{ readonly error: unknown }> {}
 
-const isSqlError = (u: unknown): u is SqlError =>
+/** @internal */
+export const isSqlError = (u: unknown): u is SqlError =>
   typeof u === "object" && u !== null && "_tag" in u && u._tag === "SqlError"
 
 /**

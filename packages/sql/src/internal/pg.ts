@@ -20,16 +20,20 @@ import {
   endedStatuses,
   hasFinishedEntry,
   idleStatuses,
+  isAlerting,
   isEnded,
+  isSqlError,
   makeList,
   makeTransaction,
+  purgeable,
   runColumnList,
+  runJson,
   type Store,
   uniqueAttempts,
   uniqueEntries
 } from "./common.js"
 import { makePrepared } from "./prepared.js"
-import { decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
+import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
 import type { Tables } from "./tables.js"
 
 /** The database clock in epoch milliseconds. */
@@ -40,6 +44,8 @@ const batchSlots = 2
 const maxBatch = 200
 
 /** One commit as a row of the batch statement's input (see `commitText`). */
+const hasSignal = (c: Commit): boolean => c.transition?.signal !== undefined
+
 const commitRow = (c: Commit, i: number) => {
   const tr = c.transition
   const entries = uniqueEntries(c.entries)
@@ -59,6 +65,7 @@ const commitRow = (c: Commit, i: number) => {
     set_error: tr?.error !== undefined,
     error: tr?.error ?? null,
     ended: tr !== undefined && isEnded(tr.status),
+    alert: tr !== undefined && isAlerting(tr.status),
     entries,
     attempts: uniqueAttempts(c.attempts)
   }
@@ -91,6 +98,12 @@ export const make = (
   Effect.gen(function*() {
     const prepared = makePrepared(sql, options.prepare)
     const runs = sql.literal(t.runs)
+    const journal = sql.literal(t.journal)
+    const attempts = sql.literal(t.attempts)
+    const journalArchive = sql.literal(t.journalArchive)
+    const attemptsArchive = sql.literal(t.attemptsArchive)
+    const alerts = sql.literal(t.alerts)
+    const schedules = sql.literal(t.schedules)
     const now = sql.literal(nowMs)
     const columns = runColumnList()
     const rColumns = runColumnList("r")
@@ -257,6 +270,39 @@ export const make = (
         FROM ${t.attempts} a LEFT JOIN ${t.journal} j ON j.run_id = a.run_id AND j.key = a.key
         WHERE a.run_id = r.id) AS attempts`
 
+    const archivedEntriesJson = json([
+      ["key", "j.key"],
+      ["seq", "j.seq"],
+      ["kind", "j.kind"],
+      ["status", "j.status"],
+      ["output", "j.output"],
+      ["error", "j.error"],
+      ["attempts", "j.attempts"],
+      ["meta", "j.meta"],
+      ["startedAt", "j.started_at"],
+      ["completedAt", "j.completed_at"],
+      ["generation", "j.generation"],
+      ["archivedAt", "j.archived_at"]
+    ])
+    const archivedAttemptsJson = json([
+      ["key", "a.key"],
+      ["attempt", "a.attempt"],
+      ["outcome", "a.outcome"],
+      ["error", "a.error"],
+      ["startedAt", "a.started_at"],
+      ["endedAt", "a.ended_at"],
+      ["generation", "a.generation"]
+    ])
+    const archiveColumns = `(SELECT coalesce(json_agg(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key), '[]'::json)
+        FROM ${t.journalArchive} j WHERE j.run_id = r.id) AS archived_entries,
+      (SELECT coalesce(json_agg(${archivedAttemptsJson} ORDER BY a.generation, j.seq NULLS LAST, a.key, a.attempt),
+          '[]'::json)
+        FROM ${t.attemptsArchive} a LEFT JOIN ${t.journalArchive} j
+          ON j.run_id = a.run_id AND j.generation = a.generation AND j.key = a.key
+        WHERE a.run_id = r.id) AS archived_attempts,
+      (SELECT coalesce(json_agg(${runJson("json_build_object", "c")} ORDER BY c.created_at, c.id), '[]'::json)
+        FROM ${t.runs} c WHERE c.parent_id = r.id) AS children`
+
     const detailsRow = (operation: string, runId: string) =>
       Effect.flatMap(
         mapSqlError(operation)(prepared(rows(operation), [runId])),
@@ -266,7 +312,8 @@ export const make = (
             : decodeDetails(operation, runId)(found[0])
       )
     const loadText = `SELECT ${rColumns}, ${snapshotColumns} FROM ${t.runs} r WHERE r.id = $1::text`
-    const inspectText = `SELECT ${rColumns}, ${snapshotColumns}, ${attemptsColumn} FROM ${t.runs} r WHERE r.id = $1::text`
+    const inspectText = `SELECT ${rColumns}, ${snapshotColumns}, ${attemptsColumn}, ${archiveColumns}
+      FROM ${t.runs} r WHERE r.id = $1::text`
     const rows = (operation: string) => operation === "inspect" ? inspectText : loadText
 
     const load: Store["load"] = (runId) =>
@@ -274,96 +321,6 @@ export const make = (
         Effect.map(({ entries, run, signals }) => ({ run, entries, signals })),
         Effect.withSpan("SqlStore.load", { captureStackTrace: false })
       )
-
-    /**
-     * The fenced commit of any number of runs, one statement with one fixed text (so it is prepared
-     * once per connection). `input` holds one row per commit; the `fence` CTE updates each run only
-     * if its epoch and a live lease still hold; the journal and attempt upserts read their rows from
-     * `fence`, so a run that matched nothing writes nothing, and its output row says `ok = false`
-     * (`LeaseLost`) without affecting the other runs of the batch. `$2` repeats the run IDs as an
-     * array so that the planner, which cannot see into `$1`, finds the runs by primary key even in a
-     * generic plan (it assumes 100 input rows, and would otherwise scan the table).
-     */
-    const commitText = `WITH clock AS (SELECT ${nowMs} AS now),
-      input AS (
-        SELECT * FROM json_to_recordset($1::json) AS x(i integer, run_id text, epoch bigint, lease_ms bigint,
-          reset boolean, tr boolean, release boolean, status text, runnable_at bigint, seen bigint,
-          set_output boolean, output text, set_error boolean, error text, ended boolean, entries json, attempts json)
-      ),
-      fence AS (
-        UPDATE ${t.runs} r SET
-          updated_at = clock.now,
-          recoveries = CASE WHEN x.reset THEN 0 ELSE r.recoveries END,
-          lease_owner = CASE WHEN x.release THEN NULL ELSE r.lease_owner END,
-          lease_expires_at = CASE WHEN x.release THEN NULL ELSE clock.now + x.lease_ms END,
-          status = CASE WHEN x.tr THEN x.status ELSE r.status END,
-          runnable_at = CASE WHEN NOT x.tr THEN r.runnable_at
-            WHEN x.seen IS NOT NULL AND r.last_signal_seq > x.seen THEN clock.now
-            ELSE x.runnable_at END,
-          output = CASE WHEN x.set_output THEN x.output ELSE r.output END,
-          error = CASE WHEN x.set_error THEN x.error ELSE r.error END,
-          completed_at = CASE WHEN NOT x.tr THEN r.completed_at WHEN x.ended THEN clock.now END
-        FROM input x, clock
-        WHERE r.id = ANY($2::text[]) AND r.id = x.run_id AND r.epoch = x.epoch
-          AND r.lease_owner IS NOT NULL AND r.lease_expires_at > clock.now
-        RETURNING x.i, r.id, r.workflow, r.runnable_at, r.cancel_requested, x.release, x.ended, x.entries, x.attempts
-      ),
-      e AS (
-        INSERT INTO ${t.journal} (run_id, key, seq, kind, status, output, error, attempts, meta, started_at, completed_at)
-        SELECT f.id, j.key, j.seq, j.kind, j.status, j.output, j.error, j.attempts, j.meta, j."startedAt", j."completedAt"
-        FROM fence f, json_to_recordset(f.entries) AS j(key text, seq integer, kind text, status text, output text,
-          error text, attempts integer, meta text, "startedAt" bigint, "completedAt" bigint)
-        ON CONFLICT (run_id, key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, status = excluded.status,
-          output = excluded.output, error = excluded.error, attempts = excluded.attempts, meta = excluded.meta,
-          started_at = excluded.started_at, completed_at = excluded.completed_at
-      ),
-      a AS (
-        INSERT INTO ${t.attempts} (run_id, key, attempt, outcome, error, started_at, ended_at)
-        SELECT f.id, y.key, y.attempt, y.outcome, y.error, y."startedAt", y."endedAt"
-        FROM fence f, json_to_recordset(f.attempts) AS y(key text, attempt integer, outcome text, error text,
-          "startedAt" bigint, "endedAt" bigint)
-        ON CONFLICT (run_id, key, attempt) DO UPDATE SET outcome = excluded.outcome, error = excluded.error,
-          started_at = excluded.started_at, ended_at = excluded.ended_at
-      )
-      SELECT x.i, f.i IS NOT NULL AS ok, f.cancel_requested,
-        CASE WHEN f.ended THEN ${runFinished("f.id")} END AS finished,
-        CASE WHEN f.release AND f.runnable_at IS NOT NULL THEN ${runnableChanged("f.workflow")} END AS runnable
-      FROM input x LEFT JOIN fence f ON f.i = x.i`
-
-    const commitAll = (commits: ReadonlyArray<Commit>) => {
-      // In run ID order, so that batches (and heartbeats) lock the runs they share in one order.
-      const input = commits.map(commitRow).sort((a, b) => (a.run_id < b.run_id ? -1 : a.run_id > b.run_id ? 1 : 0))
-      return prepared<CommitOutcome>(commitText, [JSON.stringify(input), input.map((row) => row.run_id)]).pipe(
-        Effect.map((outcomes) => {
-          const byIndex = new Map(outcomes.map((outcome) => [outcome.i, outcome]))
-          return commits.map((c, i): Exit.Exit<CommitResult, LeaseLost> => {
-            const outcome = byIndex.get(i)
-            return outcome?.ok === true
-              ? Exit.succeed({ cancelRequested: outcome.cancel_requested === true })
-              : Exit.fail(new LeaseLost({ workflowId: c.runId, epoch: c.epoch }))
-          })
-        })
-      )
-    }
-
-    const commitOne = (c: Commit): Effect.Effect<CommitResult, LeaseLost | SqlError> =>
-      Effect.flatMap(commitAll([c]), ([exit]) => exit)
-
-    const submitCommit = yield* Batcher.make<Commit, CommitResult, LeaseLost, SqlError>({
-      key: (c) => c.runId,
-      maxInFlight: batchSlots,
-      maxBatch,
-      run: commitAll,
-      omit: [SqlClient.TransactionConnection]
-    })
-
-    const commit = (c: Commit) =>
-      submitCommit(c).pipe(mapSqlError("commit"), Effect.withSpan("SqlStore.commit", { captureStackTrace: false }))
-
-    const transaction = makeTransaction(
-      sql,
-      (c) => Effect.map(commitOne(c), (result) => [result, Effect.void] as const)
-    )
 
     const signalText = `WITH clock AS (SELECT ${nowMs} AS now),
       target AS (SELECT id FROM ${t.runs} WHERE id = $1::text),
@@ -384,6 +341,140 @@ export const make = (
       )
       SELECT (SELECT count(*) FROM target)::int AS found, (SELECT count(*) FROM ins)::int AS inserted,
         (SELECT count(${runnableChanged("u.workflow")}) FROM u WHERE u.status = 'waiting')::int AS woken`
+    /**
+     * The fenced commit of any number of runs, one statement with one fixed text (so it is prepared
+     * once per connection). `input` holds one row per commit; the `fence` CTE updates each run only
+     * if its epoch and a live lease still hold; the journal and attempt upserts read their rows from
+     * `fence`, so a run that matched nothing writes nothing, and its output row says `ok = false`
+     * (`LeaseLost`) without affecting the other runs of the batch. `$2` repeats the run IDs as an
+     * array so that the planner, which cannot see into `$1`, finds the runs by primary key even in a
+     * generic plan (it assumes 100 input rows, and would otherwise scan the table).
+     */
+    const commitText = `WITH clock AS (SELECT ${nowMs} AS now),
+      input AS (
+        SELECT * FROM json_to_recordset($1::json) AS x(i integer, run_id text, epoch bigint, lease_ms bigint,
+          reset boolean, tr boolean, release boolean, status text, runnable_at bigint, seen bigint,
+          set_output boolean, output text, set_error boolean, error text, ended boolean, alert boolean, entries json,
+          attempts json)
+      ),
+      fence AS (
+        UPDATE ${t.runs} r SET
+          updated_at = clock.now,
+          recoveries = CASE WHEN x.reset THEN 0 ELSE r.recoveries END,
+          lease_owner = CASE WHEN x.release THEN NULL ELSE r.lease_owner END,
+          lease_expires_at = CASE WHEN x.release THEN NULL ELSE clock.now + x.lease_ms END,
+          status = CASE WHEN x.tr THEN x.status ELSE r.status END,
+          runnable_at = CASE WHEN NOT x.tr THEN r.runnable_at
+            WHEN x.seen IS NOT NULL AND r.last_signal_seq > x.seen THEN clock.now
+            ELSE x.runnable_at END,
+          output = CASE WHEN x.set_output THEN x.output ELSE r.output END,
+          error = CASE WHEN x.set_error THEN x.error ELSE r.error END,
+          completed_at = CASE WHEN NOT x.tr THEN r.completed_at WHEN x.ended THEN clock.now END
+        FROM input x, clock
+        WHERE r.id = ANY($2::text[]) AND r.id = x.run_id AND r.epoch = x.epoch
+          AND r.lease_owner IS NOT NULL AND r.lease_expires_at > clock.now
+        RETURNING x.i, r.id, r.workflow, r.runnable_at, r.cancel_requested, r.epoch, r.status, r.error, x.release,
+          x.ended, x.alert, x.entries, x.attempts
+      ),
+      e AS (
+        INSERT INTO ${t.journal} (run_id, key, seq, kind, status, output, error, attempts, meta, started_at, completed_at)
+        SELECT f.id, j.key, j.seq, j.kind, j.status, j.output, j.error, j.attempts, j.meta, j."startedAt", j."completedAt"
+        FROM fence f, json_to_recordset(f.entries) AS j(key text, seq integer, kind text, status text, output text,
+          error text, attempts integer, meta text, "startedAt" bigint, "completedAt" bigint)
+        ON CONFLICT (run_id, key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, status = excluded.status,
+          output = excluded.output, error = excluded.error, attempts = excluded.attempts, meta = excluded.meta,
+          started_at = excluded.started_at, completed_at = excluded.completed_at
+      ),
+      a AS (
+        INSERT INTO ${t.attempts} (run_id, key, attempt, outcome, error, started_at, ended_at)
+        SELECT f.id, y.key, y.attempt, y.outcome, y.error, y."startedAt", y."endedAt"
+        FROM fence f, json_to_recordset(f.attempts) AS y(key text, attempt integer, outcome text, error text,
+          "startedAt" bigint, "endedAt" bigint)
+        ON CONFLICT (run_id, key, attempt) DO UPDATE SET outcome = excluded.outcome, error = excluded.error,
+          started_at = excluded.started_at, ended_at = excluded.ended_at
+      ),
+      al AS (
+        INSERT INTO ${t.alerts} (id, run_id, workflow, status, error, created_at)
+        SELECT f.id || '/' || f.epoch::text || '/' || f.status, f.id, f.workflow, f.status, f.error, clock.now
+        FROM fence f, clock WHERE f.alert
+        ON CONFLICT (id) DO NOTHING
+      )
+      SELECT x.i, f.i IS NOT NULL AS ok, f.cancel_requested,
+        CASE WHEN f.ended THEN ${runFinished("f.id")} END AS finished,
+        CASE WHEN f.release AND f.runnable_at IS NOT NULL THEN ${runnableChanged("f.workflow")} END AS runnable
+      FROM input x LEFT JOIN fence f ON f.i = x.i`
+
+    const commitPlain = (commits: ReadonlyArray<Commit>) => {
+      // In run ID order, so that batches (and heartbeats) lock the runs they share in one order.
+      const input = commits.map(commitRow).sort((a, b) => (a.run_id < b.run_id ? -1 : a.run_id > b.run_id ? 1 : 0))
+      return prepared<CommitOutcome>(commitText, [JSON.stringify(input), input.map((row) => row.run_id)]).pipe(
+        Effect.map((outcomes) => {
+          const byIndex = new Map(outcomes.map((outcome) => [outcome.i, outcome]))
+          return commits.map((c, i): Exit.Exit<CommitResult, LeaseLost> => {
+            const outcome = byIndex.get(i)
+            return outcome?.ok === true
+              ? Exit.succeed({ cancelRequested: outcome.cancel_requested === true })
+              : Exit.fail(new LeaseLost({ workflowId: c.runId, epoch: c.epoch }))
+          })
+        })
+      )
+    }
+
+    const commitOne = (c: Commit): Effect.Effect<CommitResult, LeaseLost | SqlError> =>
+      Effect.flatMap(commitPlain([c]), ([exit]) => exit)
+
+    /**
+     * A commit that also delivers a signal (a child run finishing tells its parent) changes two
+     * runs, so it cannot share the batch statement (a run's row must be updated once per
+     * statement). It runs in a transaction of its own: lock both runs in ID order (the order
+     * batches and heartbeats lock in, so no deadlock), the fenced commit, then the signal.
+     */
+    const lockRunsText = `SELECT id FROM ${t.runs} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`
+    const commitSignalled = (c: Commit): Effect.Effect<CommitResult, LeaseLost | SqlError> =>
+      Effect.gen(function*() {
+        const delivery = c.transition!.signal!
+        yield* prepared(lockRunsText, [[c.runId, delivery.runId].sort()])
+        const result = yield* commitOne(c)
+        yield* prepared(signalText, [delivery.runId, delivery.name, delivery.signalId, delivery.payload])
+        return result
+      })
+
+    const commitAll = (commits: ReadonlyArray<Commit>) =>
+      Effect.gen(function*() {
+        if (!commits.some(hasSignal)) return yield* commitPlain(commits)
+        const plain = commits.filter((c) => !hasSignal(c))
+        const plainExits = plain.length === 0 ? [] : yield* commitPlain(plain)
+        let next = 0
+        const exits: Array<Exit.Exit<CommitResult, LeaseLost | SqlError>> = []
+        for (const c of commits) {
+          exits.push(
+            hasSignal(c)
+              ? yield* Effect.exit(sql.withTransaction(commitSignalled(c)).pipe(
+                // `withTransaction` turns a failed COMMIT into a defect: it is a storage failure.
+                Effect.catchAllDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect))
+              ))
+              : plainExits[next++]
+          )
+        }
+        return exits
+      })
+
+    const submitCommit = yield* Batcher.make<Commit, CommitResult, LeaseLost, SqlError>({
+      key: (c) => c.runId,
+      maxInFlight: batchSlots,
+      maxBatch,
+      run: commitAll,
+      omit: [SqlClient.TransactionConnection]
+    })
+
+    const commit = (c: Commit) =>
+      submitCommit(c).pipe(mapSqlError("commit"), Effect.withSpan("SqlStore.commit", { captureStackTrace: false }))
+
+    const transaction = makeTransaction(
+      sql,
+      (c) => Effect.map(hasSignal(c) ? commitSignalled(c) : commitOne(c), (result) => [result, Effect.void] as const)
+    )
+
     const signal: Store["signal"] = ({ name, payload, runId, signalId }) =>
       prepared<{ readonly found: number; readonly inserted: number }>(signalText, [runId, name, signalId, payload]).pipe(
         mapSqlError("signal"),
@@ -474,6 +565,145 @@ export const make = (
 
     const inspect: Store["inspect"] = (runId) => detailsRow("inspect", runId).pipe(Effect.withSpan("SqlStore.inspect"))
 
+    const retry: Store["retry"] = ({ archiveKeys, from, runId }) => {
+      const keys = JSON.stringify(archiveKeys)
+      const applied = from.length === 0 ? Effect.succeed([]) : sql`WITH clock AS (SELECT ${now} AS now),
+        u AS (
+          UPDATE ${runs} r SET status = 'pending', runnable_at = clock.now, output = NULL, error = NULL,
+            completed_at = NULL, lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
+            recoveries = 0, updated_at = clock.now
+          FROM clock
+          WHERE r.id = ${runId}::text AND r.status IN ${sql.in(from)}
+          RETURNING ${sql.literal(rColumns)}
+        ),
+        g AS (
+          SELECT GREATEST(
+            (SELECT max(generation) FROM ${journalArchive} WHERE run_id = ${runId}::text),
+            (SELECT max(generation) FROM ${attemptsArchive} WHERE run_id = ${runId}::text),
+            0
+          ) + 1 AS generation
+        ),
+        je AS (
+          DELETE FROM ${journal} j USING u
+          WHERE j.run_id = u.id AND j.key IN (SELECT json_array_elements_text(${keys}::json))
+          RETURNING j.*
+        ),
+        ja AS (
+          INSERT INTO ${journalArchive} (run_id, generation, key, seq, kind, status, output, error, attempts, meta,
+            started_at, completed_at, archived_at)
+          SELECT je.run_id, g.generation, je.key, je.seq, je.kind, je.status, je.output, je.error, je.attempts,
+            je.meta, je.started_at, je.completed_at, clock.now
+          FROM je, g, clock
+        ),
+        ae AS (
+          DELETE FROM ${attempts} a USING u
+          WHERE a.run_id = u.id AND a.key IN (SELECT json_array_elements_text(${keys}::json))
+          RETURNING a.*
+        ),
+        aa AS (
+          INSERT INTO ${attemptsArchive} (run_id, generation, key, attempt, outcome, error, started_at, ended_at)
+          SELECT ae.run_id, g.generation, ae.key, ae.attempt, ae.outcome, ae.error, ae.started_at, ae.ended_at
+          FROM ae, g
+        )
+        SELECT u.*, ${sql.literal(runnableChanged("u.workflow"))} AS notified FROM u`
+      return applied.pipe(
+        mapSqlError("retry"),
+        Effect.flatMap((rows): Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError> =>
+          rows.length > 0
+            ? decodeRun("retry")(rows[0])
+            : Effect.flatMap(existing("retry", runId), (run) =>
+              Effect.fail(new InvalidRunState({ workflowId: runId, status: run.status, operation: "retry" })))
+        ),
+        Effect.withSpan("SqlStore.retry")
+      )
+    }
+
+    /**
+     * One statement: lock up to `limit` victims through `${runs}_finished` (finished runs only, by
+     * status and completion time), skipping runs another transaction holds, and delete them; their
+     * journal, attempts, archive, signals and alerts go with them (`ON DELETE CASCADE`).
+     */
+    const purge: Store["purge"] = ({ completedBefore, limit, statuses }) => {
+      const deletable = purgeable(statuses)
+      const max = Math.floor(limit)
+      if (deletable.length === 0 || !(max >= 1)) return Effect.succeed(0)
+      return sql<{ readonly deleted: number }>`WITH victims AS (
+          SELECT id FROM ${runs}
+          WHERE status IN ${sql.in(deletable)} AND completed_at < ${completedBefore}
+          LIMIT ${max}
+          FOR UPDATE SKIP LOCKED
+        ),
+        d AS (
+          DELETE FROM ${runs} r USING victims v
+          WHERE r.id = v.id AND r.status IN ${sql.in(deletable)} AND r.completed_at < ${completedBefore}
+          RETURNING r.id
+        )
+        SELECT count(*)::int AS deleted FROM d`.pipe(
+        Effect.map((rows) => Number(rows[0]?.deleted ?? 0)),
+        mapSqlError("purge"),
+        Effect.withSpan("SqlStore.purge")
+      )
+    }
+
+    const stats: Store["stats"] = sql`SELECT workflow, status, count(*)::int AS count FROM ${runs}
+      GROUP BY workflow, status`.pipe(
+      Effect.flatMap(decodeCounts),
+      mapSqlError("stats"),
+      Effect.withSpan("SqlStore.stats")
+    )
+
+    const alertColumns = sql.literal("a.id, a.run_id, a.workflow, a.status, a.error, a.created_at, a.attempts, a.delivered_at")
+    const decodeClaimedAlerts = decodeAlerts("claimAlerts")
+    const claimAlerts: Store["claimAlerts"] = ({ leaseMs, limit }) =>
+      Math.floor(limit) < 1 ? Effect.succeed([]) : sql`WITH clock AS (SELECT ${now} AS now),
+        c AS (
+          SELECT p.id FROM ${alerts} p, clock
+          WHERE p.delivered_at IS NULL AND (p.lease_expires_at IS NULL OR p.lease_expires_at <= clock.now)
+          ORDER BY p.created_at, p.id
+          LIMIT ${Math.floor(limit)}
+          FOR UPDATE OF p SKIP LOCKED
+        )
+        UPDATE ${alerts} a SET lease_expires_at = clock.now + ${leaseMs}::bigint, attempts = a.attempts + 1
+        FROM c, clock
+        WHERE a.id = c.id
+        RETURNING ${alertColumns}`.pipe(
+        Effect.flatMap(decodeClaimedAlerts),
+        mapSqlError("claimAlerts"),
+        Effect.withSpan("SqlStore.claimAlerts")
+      )
+
+    const completeAlert: Store["completeAlert"] = (id) =>
+      sql`UPDATE ${alerts} SET delivered_at = ${now}, lease_expires_at = NULL
+        WHERE id = ${id}::text AND delivered_at IS NULL`.pipe(
+        Effect.asVoid,
+        mapSqlError("completeAlert"),
+        Effect.withSpan("SqlStore.completeAlert")
+      )
+
+    const decodeRunAlerts = decodeAlerts("alerts")
+    const alertsOf: Store["alerts"] = (runId) =>
+      sql`SELECT ${alertColumns} FROM ${alerts} a WHERE a.run_id = ${runId}::text ORDER BY a.created_at, a.id`.pipe(
+        Effect.flatMap(decodeRunAlerts),
+        mapSqlError("alerts"),
+        Effect.withSpan("SqlStore.alerts")
+      )
+
+    const scheduleCursor: Store["scheduleCursor"] = (name) =>
+      sql<{ readonly last_tick: string | number }>`SELECT last_tick FROM ${schedules} WHERE name = ${name}::text`.pipe(
+        Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(Number(rows[0].last_tick))),
+        mapSqlError("scheduleCursor"),
+        Effect.withSpan("SqlStore.scheduleCursor")
+      )
+
+    const advanceSchedule: Store["advanceSchedule"] = (name, tick) =>
+      sql`INSERT INTO ${schedules} AS s (name, last_tick, updated_at) VALUES (${name}::text, ${tick}::bigint, ${now})
+        ON CONFLICT (name) DO UPDATE SET last_tick = GREATEST(s.last_tick, excluded.last_tick),
+          updated_at = excluded.updated_at`.pipe(
+        Effect.asVoid,
+        mapSqlError("advanceSchedule"),
+        Effect.withSpan("SqlStore.advanceSchedule")
+      )
+
     return {
       create,
       claim,
@@ -488,6 +718,14 @@ export const make = (
       get,
       list: (filter) => list(filter).pipe(Effect.withSpan("SqlStore.list")),
       inspect,
+      retry,
+      purge,
+      stats,
+      claimAlerts,
+      completeAlert,
+      alerts: alertsOf,
+      scheduleCursor,
+      advanceSchedule,
       events
     }
   })

@@ -1,8 +1,12 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import { StoreError } from "@memento/workflow/WorkflowError"
 import type {
+  AlertRecord,
+  ArchivedAttempt,
+  ArchivedEntry,
   AttemptRecord,
   JournalEntry,
+  RunCount,
   RunDetails,
   RunRecord,
   RunStatus,
@@ -131,12 +135,31 @@ const Signal = Schema.Struct({
 const JsonArray = <A, I>(item: Schema.Schema<A, I>) =>
   Schema.Union(Schema.Array(item), Schema.parseJson(Schema.Array(item)))
 
+const ArchivedEntryRow = Schema.Struct({ ...Entry.fields, generation: Millis, archivedAt: Millis })
+const ArchivedAttemptRow = Schema.Struct({ ...Attempt.fields, generation: Millis })
+
 const DetailsRow = Schema.Struct({
   ...RunRow.fields,
   entries: JsonArray(Entry),
   signals: JsonArray(Signal),
-  attempts: Schema.optional(JsonArray(Attempt))
+  attempts: Schema.optional(JsonArray(Attempt)),
+  archivedEntries: Schema.optional(JsonArray(ArchivedEntryRow)).pipe(Schema.fromKey("archived_entries")),
+  archivedAttempts: Schema.optional(JsonArray(ArchivedAttemptRow)).pipe(Schema.fromKey("archived_attempts")),
+  children: Schema.optional(JsonArray(RunRow))
 })
+
+const AlertRow = Schema.Struct({
+  id: Schema.String,
+  runId: column(Schema.String, "run_id"),
+  workflow: Schema.String,
+  status: Status,
+  error: NullableString,
+  createdAt: column(Millis, "created_at"),
+  attempts: Millis,
+  deliveredAt: column(NullableMillis, "delivered_at")
+})
+
+const CountRow = Schema.Struct({ workflow: Schema.String, status: Status, count: Millis })
 
 // The decoded types must be exactly the port's models.
 const _run: Schema.Schema.Type<typeof RunRow> extends RunRecord ? true : false = true
@@ -144,7 +167,11 @@ const _status: RunStatus extends Schema.Schema.Type<typeof Status> ? true : fals
 const _entry: Schema.Schema.Type<typeof Entry> extends JournalEntry ? true : false = true
 const _attempt: Schema.Schema.Type<typeof Attempt> extends AttemptRecord ? true : false = true
 const _signal: Schema.Schema.Type<typeof Signal> extends SignalRecord ? true : false = true
-void [_run, _status, _entry, _attempt, _signal]
+const _archivedEntry: Schema.Schema.Type<typeof ArchivedEntryRow> extends ArchivedEntry ? true : false = true
+const _archivedAttempt: Schema.Schema.Type<typeof ArchivedAttemptRow> extends ArchivedAttempt ? true : false = true
+const _alert: Schema.Schema.Type<typeof AlertRow> extends AlertRecord ? true : false = true
+const _count: Schema.Schema.Type<typeof CountRow> extends RunCount ? true : false = true
+void [_run, _status, _entry, _attempt, _signal, _archivedEntry, _archivedAttempt, _alert, _count]
 
 const rowId = (row: unknown): string =>
   typeof row === "object" && row !== null && "id" in row && typeof row.id === "string" ? row.id : "?"
@@ -295,14 +322,41 @@ const fastArray = <A>(column: unknown, item: (u: unknown) => A | undefined): Arr
   return out
 }
 
+const fastArchivedEntry = (u: unknown): ArchivedEntry | undefined => {
+  const entry = fastEntry(u)
+  if (entry === undefined || !isRow(u)) return undefined
+  const generation = millis(u.generation)
+  const archivedAt = millis(u.archivedAt)
+  return generation === undefined || archivedAt === undefined ? undefined : { ...entry, generation, archivedAt }
+}
+
+const fastArchivedAttempt = (u: unknown): ArchivedAttempt | undefined => {
+  const attempt = fastAttempt(u)
+  if (attempt === undefined || !isRow(u)) return undefined
+  const generation = millis(u.generation)
+  return generation === undefined ? undefined : { ...attempt, generation }
+}
+
+const fastChild = (u: unknown): RunRecord | undefined => isRow(u) ? fastRun(u) : undefined
+
+/** An optional JSON array column (`inspect` only): empty when the query did not select it. */
+const optionalArray = <A>(column: unknown, item: (u: unknown) => A | undefined): Array<A> | undefined =>
+  column === undefined ? [] : fastArray(column, item)
+
 const fastDetails = (row: Row) => {
   const run = fastRun(row)
   if (run === undefined) return undefined
   const entries = fastArray(row.entries, fastEntry)
   const signals = fastArray(row.signals, fastSignal)
-  const attempts = row.attempts === undefined ? [] : fastArray(row.attempts, fastAttempt)
-  if (entries === undefined || signals === undefined || attempts === undefined) return undefined
-  return { run, entries, signals, attempts }
+  const attempts = optionalArray(row.attempts, fastAttempt)
+  const archivedEntries = optionalArray(row.archived_entries, fastArchivedEntry)
+  const archivedAttempts = optionalArray(row.archived_attempts, fastArchivedAttempt)
+  const children = optionalArray(row.children, fastChild)
+  if (
+    entries === undefined || signals === undefined || attempts === undefined || archivedEntries === undefined ||
+    archivedAttempts === undefined || children === undefined
+  ) return undefined
+  return { run, entries, signals, attempts, archivedEntries, archivedAttempts, children }
 }
 
 /** @internal */
@@ -326,7 +380,8 @@ const bySeq = <A extends { readonly seq: number }>(values: ReadonlyArray<A>): Re
 }
 
 /**
- * A run row with its journal, signals and (for `inspect`) attempts as JSON arrays.
+ * A run row with its journal, signals and (for `inspect`) attempts, archive and children as JSON
+ * arrays (the archive and the children ordered by the query).
  *
  * @internal
  */
@@ -337,15 +392,71 @@ export const decodeDetails = (operation: string, runId: string) => (row: unknown
       run: fast.run,
       entries: bySeq(fast.entries),
       signals: bySeq(fast.signals),
-      attempts: fast.attempts
+      attempts: fast.attempts,
+      archivedEntries: fast.archivedEntries,
+      archivedAttempts: fast.archivedAttempts,
+      children: fast.children
     })
   }
   return Either.match(decodeDetailsEither(row), {
     onLeft: (error) => Effect.fail(corrupt(operation, runId, error)),
-    onRight: ({ attempts, entries, signals, ...run }) =>
-      Effect.succeed({ run, entries: bySeq(entries), signals: bySeq(signals), attempts: attempts ?? [] })
+    onRight: ({ archivedAttempts, archivedEntries, attempts, children, entries, signals, ...run }) =>
+      Effect.succeed({
+        run,
+        entries: bySeq(entries),
+        signals: bySeq(signals),
+        attempts: attempts ?? [],
+        archivedEntries: archivedEntries ?? [],
+        archivedAttempts: archivedAttempts ?? [],
+        children: children ?? []
+      })
   })
 }
+
+const decodeAlertEither = Schema.decodeUnknownEither(AlertRow)
+
+/**
+ * Alert outbox rows, oldest first.
+ *
+ * @internal
+ */
+export const decodeAlerts = (operation: string) =>
+(rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<AlertRecord>, StoreError> =>
+  Effect.map(
+    Effect.forEach(rows, (row) =>
+      Either.match(decodeAlertEither(row), {
+        onLeft: (error) =>
+          Effect.fail(
+            new StoreError({
+              operation,
+              message: `alert "${rowId(row)}" has a corrupt row: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
+            })
+          ),
+        onRight: Effect.succeed
+      })),
+    (alerts) => [...alerts].sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  )
+
+const decodeCountsEither = Schema.decodeUnknownEither(Schema.Array(CountRow))
+
+/**
+ * `stats` rows, by workflow, then status.
+ *
+ * @internal
+ */
+export const decodeCounts = (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<RunCount>, StoreError> =>
+  Either.match(decodeCountsEither(rows), {
+    onLeft: (error) =>
+      Effect.fail(
+        new StoreError({ operation: "stats", message: ParseResult.TreeFormatter.formatErrorSync(error) })
+      ),
+    onRight: (counts) =>
+      Effect.succeed(
+        [...counts].sort((a, b) =>
+          a.workflow < b.workflow ? -1 : a.workflow > b.workflow ? 1 : a.status < b.status ? -1 : a.status > b.status ? 1 : 0
+        )
+      )
+  })
 
 // -------------------------------------------------------------------------------------------------
 // events and cursors

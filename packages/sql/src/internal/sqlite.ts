@@ -10,25 +10,30 @@ import type {
   NewRun,
   RunDetails,
   RunRecord,
+  SignalDelivery,
   StoreEvent
 } from "@memento/workflow/WorkflowStore"
 import { Effect, Option, PubSub, Stream } from "effect"
 import {
+  alertId,
   claimableStatuses,
   claimOrder,
   commitEvents,
   endedStatuses,
   hasFinishedEntry,
   idleStatuses,
+  isAlerting,
   isEnded,
   makeList,
   makeTransaction,
+  purgeable,
   runColumnList,
+  runJson,
   type Store,
   uniqueAttempts,
   uniqueEntries
 } from "./common.js"
-import { decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
+import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
 import type { Tables } from "./tables.js"
 
 /** SQLite's clock in epoch milliseconds (stable within one statement). */
@@ -52,6 +57,11 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
     const journal = sql.literal(t.journal)
     const attempts = sql.literal(t.attempts)
     const signals = sql.literal(t.signals)
+    const journalArchive = sql.literal(t.journalArchive)
+    const attemptsArchive = sql.literal(t.attemptsArchive)
+    const alerts = sql.literal(t.alerts)
+    const schedules = sql.literal(t.schedules)
+    const alertColumns = sql.literal("id, run_id, workflow, status, error, created_at, attempts, delivered_at")
     const now = sql.literal(nowMs)
     const columns = sql.literal(runColumnList())
     const claimable = sql.literal(claimableStatuses)
@@ -166,15 +176,46 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         (SELECT json_group_array(${signalsJson} ORDER BY s.seq)
           FROM ${t.signals} s WHERE s.run_id = r.id) AS signals`
     )
-    const attemptsColumn = sql.literal(
+    const archivedEntriesJson = json([
+      ["key", "j.key"],
+      ["seq", "j.seq"],
+      ["kind", "j.kind"],
+      ["status", "j.status"],
+      ["output", "j.output"],
+      ["error", "j.error"],
+      ["attempts", "j.attempts"],
+      ["meta", "j.meta"],
+      ["startedAt", "j.started_at"],
+      ["completedAt", "j.completed_at"],
+      ["generation", "j.generation"],
+      ["archivedAt", "j.archived_at"]
+    ])
+    const archivedAttemptsJson = json([
+      ["key", "a.key"],
+      ["attempt", "a.attempt"],
+      ["outcome", "a.outcome"],
+      ["error", "a.error"],
+      ["startedAt", "a.started_at"],
+      ["endedAt", "a.ended_at"],
+      ["generation", "a.generation"]
+    ])
+    const inspectColumns = sql.literal(
       `(SELECT json_group_array(${attemptsJson} ORDER BY j.seq NULLS LAST, a.key, a.attempt)
           FROM ${t.attempts} a LEFT JOIN ${t.journal} j ON j.run_id = a.run_id AND j.key = a.key
-          WHERE a.run_id = r.id) AS attempts`
+          WHERE a.run_id = r.id) AS attempts,
+        (SELECT json_group_array(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key)
+          FROM ${t.journalArchive} j WHERE j.run_id = r.id) AS archived_entries,
+        (SELECT json_group_array(${archivedAttemptsJson} ORDER BY a.generation, j.seq NULLS LAST, a.key, a.attempt)
+          FROM ${t.attemptsArchive} a LEFT JOIN ${t.journalArchive} j
+            ON j.run_id = a.run_id AND j.generation = a.generation AND j.key = a.key
+          WHERE a.run_id = r.id) AS archived_attempts,
+        (SELECT json_group_array(${runJson("json_object", "c")} ORDER BY c.created_at, c.id)
+          FROM ${t.runs} c WHERE c.parent_id = r.id) AS children`
     )
     const rColumns = sql.literal(runColumnList("r"))
 
     const details = (operation: string, runId: string, withAttempts: boolean) =>
-      sql`SELECT ${rColumns}, ${snapshotColumns}${withAttempts ? sql`, ${attemptsColumn}` : sql``}
+      sql`SELECT ${rColumns}, ${snapshotColumns}${withAttempts ? sql`, ${inspectColumns}` : sql``}
         FROM ${runs} r WHERE r.id = ${runId}`.pipe(
         mapSqlError(operation),
         Effect.flatMap((rows): Effect.Effect<RunDetails, RunNotFound | StoreError> =>
@@ -189,6 +230,31 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         Effect.map(({ entries, run, signals }) => ({ run, entries, signals })),
         Effect.withSpan("SqlStore.load")
       )
+
+    /**
+     * Stores a signal unless its ID was seen and wakes its run if it waits; the caller runs it in a
+     * transaction. `inserted` is false for a duplicate and for a run that does not exist.
+     */
+    const deliver = (delivery: SignalDelivery) =>
+      Effect.gen(function*() {
+        const inserted = yield* sql<{ readonly seq: number }>`INSERT INTO ${signals}
+            (run_id, name, signal_id, payload, received_at)
+          SELECT id, ${delivery.name}, ${delivery.signalId}, ${delivery.payload}, ${now} FROM ${runs}
+          WHERE id = ${delivery.runId}
+          ON CONFLICT (run_id, signal_id) DO NOTHING
+          RETURNING seq`
+        if (inserted.length === 0) return { inserted: false, events: [] as ReadonlyArray<StoreEvent> }
+        const [woken] = yield* sql<{ readonly workflow: string; readonly status: string }>`UPDATE ${runs} SET
+            last_signal_seq = max(last_signal_seq, ${inserted[0].seq}),
+            runnable_at = CASE WHEN status = 'waiting' THEN ${now} ELSE runnable_at END,
+            updated_at = CASE WHEN status = 'waiting' THEN ${now} ELSE updated_at END
+          WHERE id = ${delivery.runId}
+          RETURNING workflow, status`
+        const events: ReadonlyArray<StoreEvent> = woken !== undefined && woken.status === "waiting"
+          ? [runnableChanged(woken.workflow)]
+          : []
+        return { inserted: true, events }
+      })
 
     /** The fenced commit's statements; the caller runs them in a transaction. */
     const commitStatements = (
@@ -217,10 +283,16 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
           sets.push(isEnded(tr.status) ? sql`completed_at = ${now}` : sql`completed_at = NULL`)
         }
         const fenced = yield* sql<
-          { readonly cancel_requested: number; readonly workflow: string; readonly runnable_at: number | null }
+          {
+            readonly cancel_requested: number
+            readonly workflow: string
+            readonly runnable_at: number | null
+            readonly epoch: number
+            readonly error: string | null
+          }
         >`UPDATE ${runs} SET ${sql.csv(sets)}
           WHERE id = ${c.runId} AND epoch = ${c.epoch} AND lease_owner IS NOT NULL AND lease_expires_at > ${now}
-          RETURNING cancel_requested, workflow, runnable_at`
+          RETURNING cancel_requested, workflow, runnable_at, epoch, error`
         if (fenced.length === 0) return yield* new LeaseLost({ workflowId: c.runId, epoch: c.epoch })
         if (entries.length > 0) {
           yield* sql`INSERT INTO ${journal}
@@ -243,7 +315,14 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
               started_at = excluded.started_at, ended_at = excluded.ended_at`
         }
         const [row] = fenced
-        const events = commitEvents(c, { workflow: row.workflow, runnableAt: row.runnable_at })
+        if (tr !== undefined && isAlerting(tr.status)) {
+          yield* sql`INSERT INTO ${alerts} (id, run_id, workflow, status, error, created_at)
+            VALUES (${alertId(c.runId, row.epoch, tr.status)}, ${c.runId}, ${row.workflow}, ${tr.status}, ${row.error},
+              ${now})
+            ON CONFLICT (id) DO NOTHING`
+        }
+        const delivered = tr?.signal === undefined ? [] : (yield* deliver(tr.signal)).events
+        const events = [...commitEvents(c, { workflow: row.workflow, runnableAt: row.runnable_at }), ...delivered]
         return [{ cancelRequested: row.cancel_requested === 1 }, publish(events)] as const
       })
 
@@ -258,24 +337,13 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
 
     const signal: Store["signal"] = ({ name, payload, runId, signalId }) =>
       sql.withTransaction(Effect.gen(function*() {
-        const inserted = yield* sql<{ readonly seq: number }>`INSERT INTO ${signals}
-            (run_id, name, signal_id, payload, received_at)
-          SELECT id, ${name}, ${signalId}, ${payload}, ${now} FROM ${runs} WHERE id = ${runId}
-          ON CONFLICT (run_id, signal_id) DO NOTHING
-          RETURNING seq`
-        if (inserted.length === 0) {
+        const { events, inserted } = yield* deliver({ runId, name, signalId, payload })
+        if (!inserted) {
           const found = yield* sql`SELECT 1 AS found FROM ${runs} WHERE id = ${runId}`
           return found.length === 0
             ? yield* new RunNotFound({ workflowId: runId })
             : [{ duplicate: true }, Effect.void] as const
         }
-        const [woken] = yield* sql<{ readonly workflow: string; readonly status: string }>`UPDATE ${runs} SET
-            last_signal_seq = max(last_signal_seq, ${inserted[0].seq}),
-            runnable_at = CASE WHEN status = 'waiting' THEN ${now} ELSE runnable_at END,
-            updated_at = CASE WHEN status = 'waiting' THEN ${now} ELSE updated_at END
-          WHERE id = ${runId}
-          RETURNING workflow, status`
-        const events = woken !== undefined && woken.status === "waiting" ? [runnableChanged(woken.workflow)] : []
         return [{ duplicate: false }, publish(events)] as const
       })).pipe(
         Effect.flatMap(([result, after]) => Effect.as(after, result)),
@@ -335,6 +403,117 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
 
     const inspect: Store["inspect"] = (runId) => details("inspect", runId, true).pipe(Effect.withSpan("SqlStore.inspect"))
 
+    const retry: Store["retry"] = ({ archiveKeys, from, runId }) =>
+      sql.withTransaction(Effect.gen(function*() {
+        const rows = from.length === 0 ? [] : yield* sql`UPDATE ${runs} SET status = 'pending', runnable_at = ${now},
+            output = NULL, error = NULL, completed_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+            cancel_requested = 0, recoveries = 0, updated_at = ${now}
+          WHERE id = ${runId} AND status IN ${sql.in(from)}
+          RETURNING ${columns}`
+        if (rows.length === 0) {
+          const run = yield* existing("retry", runId)
+          return yield* new InvalidRunState({ workflowId: runId, status: run.status, operation: "retry" })
+        }
+        const run = yield* decodeRun("retry")(rows[0])
+        if (archiveKeys.length > 0) {
+          const keys = JSON.stringify(archiveKeys)
+          const [{ generation }] = yield* sql<{ readonly generation: number }>`SELECT max(
+              coalesce((SELECT max(generation) FROM ${journalArchive} WHERE run_id = ${runId}), 0),
+              coalesce((SELECT max(generation) FROM ${attemptsArchive} WHERE run_id = ${runId}), 0)
+            ) + 1 AS generation`
+          yield* sql`INSERT INTO ${journalArchive} (run_id, generation, key, seq, kind, status, output, error,
+              attempts, meta, started_at, completed_at, archived_at)
+            SELECT run_id, ${generation}, key, seq, kind, status, output, error, attempts, meta, started_at,
+              completed_at, ${now}
+            FROM ${journal} WHERE run_id = ${runId} AND key IN (SELECT value FROM json_each(${keys}))`
+          yield* sql`DELETE FROM ${journal} WHERE run_id = ${runId} AND key IN (SELECT value FROM json_each(${keys}))`
+          yield* sql`INSERT INTO ${attemptsArchive} (run_id, generation, key, attempt, outcome, error, started_at,
+              ended_at)
+            SELECT run_id, ${generation}, key, attempt, outcome, error, started_at, ended_at
+            FROM ${attempts} WHERE run_id = ${runId} AND key IN (SELECT value FROM json_each(${keys}))`
+          yield* sql`DELETE FROM ${attempts} WHERE run_id = ${runId} AND key IN (SELECT value FROM json_each(${keys}))`
+        }
+        return [run, publish([runnableChanged(run.workflow)])] as const
+      })).pipe(
+        Effect.flatMap(([run, after]) => Effect.as(after, run)),
+        mapSqlError("retry"),
+        Effect.withSpan("SqlStore.retry")
+      )
+
+    const purge: Store["purge"] = ({ completedBefore, limit, statuses }) => {
+      const deletable = purgeable(statuses)
+      const max = Math.floor(limit)
+      if (deletable.length === 0 || !(max >= 1)) return Effect.succeed(0)
+      return sql.withTransaction(Effect.gen(function*() {
+        const victims = yield* sql<{ readonly id: string }>`SELECT id FROM ${runs}
+          WHERE status IN ${sql.in(deletable)} AND completed_at < ${completedBefore}
+          LIMIT ${max}`
+        if (victims.length === 0) return 0
+        const ids = JSON.stringify(victims.map((victim) => victim.id))
+        // Explicit deletes: the cascades need `PRAGMA foreign_keys`, which a caller's client may lack.
+        for (const table of [journal, attempts, signals, journalArchive, attemptsArchive, alerts]) {
+          yield* sql`DELETE FROM ${table} WHERE run_id IN (SELECT value FROM json_each(${ids}))`
+        }
+        yield* sql`DELETE FROM ${runs} WHERE id IN (SELECT value FROM json_each(${ids}))`
+        return victims.length
+      })).pipe(mapSqlError("purge"), Effect.withSpan("SqlStore.purge"))
+    }
+
+    const stats: Store["stats"] = sql`SELECT workflow, status, count(*) AS count FROM ${runs}
+      GROUP BY workflow, status`.pipe(
+      Effect.flatMap(decodeCounts),
+      mapSqlError("stats"),
+      Effect.withSpan("SqlStore.stats")
+    )
+
+    const decodeClaimedAlerts = decodeAlerts("claimAlerts")
+    const claimAlerts: Store["claimAlerts"] = ({ leaseMs, limit }) =>
+      Math.floor(limit) < 1 ? Effect.succeed([]) : sql`UPDATE ${alerts} SET
+          lease_expires_at = ${now} + ${leaseMs}, attempts = attempts + 1
+        WHERE id IN (
+          SELECT id FROM ${alerts}
+          WHERE delivered_at IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ${now})
+          ORDER BY created_at, id
+          LIMIT ${Math.floor(limit)}
+        )
+        RETURNING ${alertColumns}`.pipe(
+        Effect.flatMap(decodeClaimedAlerts),
+        mapSqlError("claimAlerts"),
+        Effect.withSpan("SqlStore.claimAlerts")
+      )
+
+    const completeAlert: Store["completeAlert"] = (id) =>
+      sql`UPDATE ${alerts} SET delivered_at = ${now}, lease_expires_at = NULL
+        WHERE id = ${id} AND delivered_at IS NULL`.pipe(
+        Effect.asVoid,
+        mapSqlError("completeAlert"),
+        Effect.withSpan("SqlStore.completeAlert")
+      )
+
+    const decodeRunAlerts = decodeAlerts("alerts")
+    const alertsOf: Store["alerts"] = (runId) =>
+      sql`SELECT ${alertColumns} FROM ${alerts} WHERE run_id = ${runId} ORDER BY created_at, id`.pipe(
+        Effect.flatMap(decodeRunAlerts),
+        mapSqlError("alerts"),
+        Effect.withSpan("SqlStore.alerts")
+      )
+
+    const scheduleCursor: Store["scheduleCursor"] = (name) =>
+      sql<{ readonly last_tick: number }>`SELECT last_tick FROM ${schedules} WHERE name = ${name}`.pipe(
+        Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(Number(rows[0].last_tick))),
+        mapSqlError("scheduleCursor"),
+        Effect.withSpan("SqlStore.scheduleCursor")
+      )
+
+    const advanceSchedule: Store["advanceSchedule"] = (name, tick) =>
+      sql`INSERT INTO ${schedules} (name, last_tick, updated_at) VALUES (${name}, ${tick}, ${now})
+        ON CONFLICT (name) DO UPDATE SET last_tick = max(last_tick, excluded.last_tick),
+          updated_at = excluded.updated_at`.pipe(
+        Effect.asVoid,
+        mapSqlError("advanceSchedule"),
+        Effect.withSpan("SqlStore.advanceSchedule")
+      )
+
     return {
       create,
       claim,
@@ -349,6 +528,14 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       get,
       list: (filter) => list(filter).pipe(Effect.withSpan("SqlStore.list")),
       inspect,
+      retry,
+      purge,
+      stats,
+      claimAlerts,
+      completeAlert,
+      alerts: alertsOf,
+      scheduleCursor,
+      advanceSchedule,
       events: Stream.fromPubSub(pubsub)
     }
   })

@@ -11,6 +11,14 @@ export interface Tables {
   readonly journal: string
   readonly attempts: string
   readonly signals: string
+  /** Journal entries set aside by `retry`, by generation. */
+  readonly journalArchive: string
+  /** Attempts of archived journal entries. */
+  readonly attemptsArchive: string
+  /** The alert outbox. */
+  readonly alerts: string
+  /** Cron cursors: the last tick each schedule started. */
+  readonly schedules: string
   readonly migrations: string
   /** The LISTEN/NOTIFY channel of this store (Postgres). */
   readonly channel: string
@@ -32,6 +40,10 @@ export const tables = (prefix: string = defaultPrefix): Tables => {
     journal: `${prefix}journal`,
     attempts: `${prefix}attempts`,
     signals: `${prefix}signals`,
+    journalArchive: `${prefix}journal_archive`,
+    attemptsArchive: `${prefix}attempts_archive`,
+    alerts: `${prefix}alerts`,
+    schedules: `${prefix}schedules`,
     migrations: `${prefix}migrations`,
     channel: `${prefix}events`
   }
@@ -162,20 +174,131 @@ const sqliteSchema = (t: Tables): ReadonlyArray<string> => [
 ]
 
 /**
+ * Version 2: retry archive, alert outbox, cron cursors, and the index `purge` selects its victims
+ * with. The archive and the outbox belong to their run (`ON DELETE CASCADE`), so deleting a run
+ * deletes them. `${runs}_finished` holds only finished runs (those with `completed_at`), by
+ * (status, completed_at): a purge batch reads only runs it may delete, never unfinished ones.
+ */
+const pgOperations = (t: Tables): ReadonlyArray<string> => [
+  `CREATE TABLE ${t.journalArchive} (
+    run_id text COLLATE "C" NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    generation integer NOT NULL,
+    key text NOT NULL,
+    seq integer NOT NULL,
+    kind text NOT NULL,
+    status text NOT NULL,
+    output text,
+    error text,
+    attempts integer NOT NULL,
+    meta text,
+    started_at bigint NOT NULL,
+    completed_at bigint,
+    archived_at bigint NOT NULL,
+    PRIMARY KEY (run_id, generation, key)
+  )`,
+  `CREATE TABLE ${t.attemptsArchive} (
+    run_id text COLLATE "C" NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    generation integer NOT NULL,
+    key text NOT NULL,
+    attempt integer NOT NULL,
+    outcome text NOT NULL,
+    error text,
+    started_at bigint NOT NULL,
+    ended_at bigint,
+    PRIMARY KEY (run_id, generation, key, attempt)
+  )`,
+  `CREATE TABLE ${t.alerts} (
+    id text COLLATE "C" PRIMARY KEY,
+    run_id text COLLATE "C" NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    workflow text NOT NULL,
+    status text NOT NULL,
+    error text,
+    created_at bigint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    lease_expires_at bigint,
+    delivered_at bigint
+  )`,
+  `CREATE INDEX ${t.alerts}_undelivered ON ${t.alerts} (created_at, id) WHERE delivered_at IS NULL`,
+  `CREATE INDEX ${t.alerts}_run ON ${t.alerts} (run_id)`,
+  `CREATE TABLE ${t.schedules} (
+    name text COLLATE "C" PRIMARY KEY,
+    last_tick bigint NOT NULL,
+    updated_at bigint NOT NULL
+  )`,
+  `CREATE INDEX ${t.runs}_finished ON ${t.runs} (status, completed_at) WHERE completed_at IS NOT NULL`
+]
+
+const sqliteOperations = (t: Tables): ReadonlyArray<string> => [
+  `CREATE TABLE ${t.journalArchive} (
+    run_id TEXT NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    generation INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    meta TEXT,
+    started_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    archived_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, generation, key)
+  ) STRICT, WITHOUT ROWID`,
+  `CREATE TABLE ${t.attemptsArchive} (
+    run_id TEXT NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    generation INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    PRIMARY KEY (run_id, generation, key, attempt)
+  ) STRICT, WITHOUT ROWID`,
+  `CREATE TABLE ${t.alerts} (
+    id TEXT PRIMARY KEY NOT NULL,
+    run_id TEXT NOT NULL REFERENCES ${t.runs} (id) ON DELETE CASCADE,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at INTEGER,
+    delivered_at INTEGER
+  ) STRICT`,
+  `CREATE INDEX ${t.alerts}_undelivered ON ${t.alerts} (created_at, id) WHERE delivered_at IS NULL`,
+  `CREATE INDEX ${t.alerts}_run ON ${t.alerts} (run_id)`,
+  `CREATE TABLE ${t.schedules} (
+    name TEXT PRIMARY KEY NOT NULL,
+    last_tick INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) STRICT`,
+  `CREATE INDEX ${t.runs}_finished ON ${t.runs} (status, completed_at) WHERE completed_at IS NOT NULL`
+]
+
+const dialectMigration = (
+  pg: () => ReadonlyArray<string>,
+  sqlite: () => ReadonlyArray<string>
+): Effect.Effect<void, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const statements = sql.onDialectOrElse({ pg, sqlite, orElse: () => [] })
+    if (statements.length === 0) {
+      return yield* Effect.dieMessage("SqlStore supports Postgres and SQLite only")
+    }
+    yield* Effect.forEach(statements, (statement) => sql.unsafe(statement).raw, { discard: true })
+  })
+
+/**
  * The library's migrations, one record per version. Each runs the statements of its dialect one
  * by one (SQLite prepares one statement at a time).
  *
  * @internal
  */
 export const migrations = (t: Tables): Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClient>> => ({
-  "1_create_tables": Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const statements = sql.onDialectOrElse({ pg: () => pgSchema(t), sqlite: () => sqliteSchema(t), orElse: () => [] })
-    if (statements.length === 0) {
-      return yield* Effect.dieMessage("SqlStore supports Postgres and SQLite only")
-    }
-    yield* Effect.forEach(statements, (statement) => sql.unsafe(statement).raw, { discard: true })
-  })
+  "1_create_tables": dialectMigration(() => pgSchema(t), () => sqliteSchema(t)),
+  "2_operations": dialectMigration(() => pgOperations(t), () => sqliteOperations(t))
 })
 
 const migrator = Migrator.make({})
