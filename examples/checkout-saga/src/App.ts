@@ -8,6 +8,10 @@
  *   every simulated provider (default none).
  * - `PAYMENT_CONFIRMATION_DELAY` (default 500 millis), `PAYMENT_CONFIRMATION_TIMEOUT` (default
  *   30 seconds): when the payment provider confirms, and how long the saga waits for it.
+ * - `WORKER_ID`, `WORKER_CONCURRENCY` (default 10): the worker's name and how many runs it executes
+ *   at once.
+ * - `LEASE_MS`, `HEARTBEAT_MS`, `POLL_MS`, `MAX_RECOVERIES`: the engine's settings
+ *   (`WorkflowConfig`), defaults from `@memento/workflow`.
  */
 import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
@@ -16,7 +20,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import type { MigrationError } from "@effect/sql/Migrator"
 import { SqlStore } from "@memento/sql"
 import type { WorkflowStore } from "@memento/workflow"
-import { Worker, WorkflowClient } from "@memento/workflow"
+import { Worker, WorkflowClient, WorkflowConfig } from "@memento/workflow"
 import type { ConfigError } from "effect"
 import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { Checkout, CheckoutLive, CheckoutSettings } from "./Checkout.js"
@@ -88,10 +92,32 @@ export const ProvidersLive: Layer.Layer<
   )
 }))
 
+const optionalInt = (name: string) => Config.option(Config.integer(name))
+
+/** The engine's settings from the environment: `LEASE_MS`, `HEARTBEAT_MS`, `POLL_MS`, `MAX_RECOVERIES`. */
+export const EngineConfigLive: Layer.Layer<WorkflowConfig.WorkflowConfig, ConfigError.ConfigError> = Layer
+  .unwrapEffect(Effect.map(
+    Config.all({
+      leaseMs: optionalInt("LEASE_MS"),
+      heartbeatMs: optionalInt("HEARTBEAT_MS"),
+      pollMs: optionalInt("POLL_MS"),
+      resultPollMs: optionalInt("POLL_MS"),
+      maxRecoveries: optionalInt("MAX_RECOVERIES")
+    }),
+    (settings) => {
+      const set: Partial<Record<keyof typeof settings, number>> = {}
+      for (const [key, value] of Object.entries(settings) as Array<[keyof typeof settings, Option.Option<number>]>) {
+        if (Option.isSome(value)) set[key] = value.value
+      }
+      return WorkflowConfig.layer(set)
+    }
+  ))
+
 /** Storage, client and providers: what both the API process and a worker process need. */
 export const BaseLive = ProvidersLive.pipe(
   Layer.provideMerge(WorkflowClient.layer),
-  Layer.provideMerge(StorageLive)
+  Layer.provideMerge(StorageLive),
+  Layer.provideMerge(EngineConfigLive)
 )
 
 /** A worker executing checkouts, with the saga's settings from the environment. */
@@ -99,7 +125,14 @@ export const WorkerLive: Layer.Layer<
   never,
   ConfigError.ConfigError,
   WorkflowStore.WorkflowStore | Inventory.Inventory | Payments.Payments | Shipping.Shipping | Email.Email
-> = Worker.layer({ workflows: [Checkout] }).pipe(
+> = Layer.unwrapEffect(Effect.map(
+  Config.all({
+    workerId: Config.option(Config.string("WORKER_ID")),
+    concurrency: Config.integer("WORKER_CONCURRENCY").pipe(Config.withDefault(10))
+  }),
+  ({ concurrency, workerId }) =>
+    Worker.layer({ workflows: [Checkout], concurrency, workerId: Option.getOrUndefined(workerId) })
+)).pipe(
   Layer.provide(CheckoutLive),
   Layer.provide(Layer.unwrapEffect(Effect.map(
     Config.duration("PAYMENT_CONFIRMATION_TIMEOUT").pipe(Config.withDefault(Duration.seconds(30))),

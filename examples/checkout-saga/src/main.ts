@@ -14,6 +14,7 @@ import { Config, Console, Effect, Layer } from "effect"
 import { BaseLive, describeStorage, WorkerLive } from "./App.js"
 import * as Http from "./Http.js"
 import * as Scenario from "./Scenario.js"
+import { TracingLive } from "./Tracing.js"
 
 const ServerLive = NodeHttpServer.layerConfig(() => createServer(), {
   port: Config.integer("PORT").pipe(Config.withDefault(3000))
@@ -26,7 +27,8 @@ const WorkerInProcess = Layer.unwrapEffect(Effect.map(
 
 const AppLive = Layer.mergeAll(Http.layer, WorkerInProcess).pipe(
   Layer.provideMerge(ServerLive),
-  Layer.provideMerge(BaseLive)
+  Layer.provideMerge(BaseLive),
+  Layer.provide(TracingLive)
 )
 
 const exampleOrder = {

@@ -2,8 +2,10 @@
  * A simulated card payment provider. `charge` honours idempotency keys like Stripe (the same key
  * returns the stored charge or decline; nothing is charged twice) and confirms asynchronously: a
  * short while after the charge it calls back the workflow run named in the request with the
- * signal `payment-confirmed` (signal ID = charge ID, so a repeated callback is ignored). A
- * refund is full and happens at most once per charge.
+ * signal `payment-confirmed` (signal ID = charge ID, so a repeated callback is ignored), or with
+ * whatever `deliver` the service configures (a signed webhook). A confirmation that was not
+ * delivered — the process died first — is delivered again by any process running the provider,
+ * like a provider retrying its webhooks. A refund is full and happens at most once per charge.
  *
  * The payment method picks the outcome, like Stripe's test cards (`TestCards`).
  *
@@ -70,10 +72,28 @@ export class Payments extends Context.Tag("checkout/Payments")<Payments, {
   readonly refundByKey: (idempotencyKey: string) => Effect.Effect<Refund | null, ProviderUnavailable>
 }>() {}
 
+/** A confirmation the provider delivers: the charge, and the workflow run the charge request named. */
+export interface Confirmation {
+  readonly runId: string
+  readonly chargeId: string
+  readonly amountCents: number
+}
+
 export interface Options {
   readonly faults?: Faults | undefined
   /** How long after a charge its confirmation is sent. Default 500 ms. */
   readonly confirmationDelay?: Duration.DurationInput | undefined
+  /**
+   * How a confirmation reaches the service. Default: `client.signal(runId, "payment-confirmed",
+   * { chargeId, amountCents }, { signalId: chargeId })`. A failure is retried.
+   */
+  readonly deliver?: ((confirmation: Confirmation) => Effect.Effect<void, unknown>) | undefined
+  /**
+   * How often the provider looks for charges whose confirmation was never delivered (the process
+   * that made the charge died first) and delivers them again, like a provider retrying its
+   * webhooks. Default 1 second.
+   */
+  readonly redeliveryInterval?: Duration.DurationInput | undefined
 }
 
 type ChargeRow = {
@@ -114,31 +134,63 @@ export const make = (
     const charges = sql.literal(tables.charges)
     const refunds = sql.literal(tables.refunds)
     const confirmationDelay = Duration.decode(options.confirmationDelay ?? "500 millis")
+    const redeliveryInterval = Duration.decode(options.redeliveryInterval ?? "1 second")
+    const deliver = options.deliver ?? ((confirmation: Confirmation) =>
+      client.signal(
+        confirmation.runId,
+        confirmationSignal,
+        { chargeId: confirmation.chargeId, amountCents: confirmation.amountCents },
+        { signalId: confirmation.chargeId }
+      ))
+
+    // Delivers a confirmation, then marks the charge confirmed. Several deliveries of one
+    // confirmation (this process and the redelivery of another) are de-duplicated by the receiver.
+    const deliverConfirmation = (confirmation: Confirmation) =>
+      Effect.gen(function*() {
+        yield* deliver(confirmation)
+        const now = yield* Clock.currentTimeMillis
+        yield* sql`UPDATE ${charges} SET confirmed_at = ${now} WHERE id = ${confirmation.chargeId}`
+      }).pipe(
+        Effect.retry(Schedule.exponential("200 millis").pipe(Schedule.intersect(Schedule.recurs(5)))),
+        Effect.catchAllCause((cause) =>
+          Effect.logWarning(`payments: confirmation of ${confirmation.chargeId} not delivered (retried later)`, cause)
+        )
+      )
 
     // Confirmations scheduled by this process and not yet delivered.
     const scheduled = new Set<string>()
-    const confirm = (charge: Charge, runId: string) =>
-      Effect.gen(function*() {
-        yield* Effect.sleep(confirmationDelay)
-        yield* client.signal(runId, confirmationSignal, { chargeId: charge.id, amountCents: charge.amountCents }, {
-          signalId: charge.id
-        })
-        const now = yield* Clock.currentTimeMillis
-        yield* sql`UPDATE ${charges} SET confirmed_at = ${now} WHERE id = ${charge.id}`
-      }).pipe(
-        Effect.retry(Schedule.exponential("200 millis").pipe(Schedule.intersect(Schedule.recurs(5)))),
-        Effect.catchAll((error) =>
-          Effect.logWarning(`payments: confirmation of ${charge.id} not delivered: ${error.message}`)
-        ),
-        Effect.ensuring(Effect.sync(() => scheduled.delete(charge.id))),
-        Effect.forkIn(scope)
-      )
     const scheduleConfirmation = (charge: Charge, runId: string) =>
       Effect.suspend(() => {
         if (scheduled.has(charge.id)) return Effect.void
         scheduled.add(charge.id)
-        return Effect.asVoid(confirm(charge, runId))
+        return Effect.asVoid(
+          Effect.sleep(confirmationDelay).pipe(
+            Effect.zipRight(deliverConfirmation({ runId, chargeId: charge.id, amountCents: charge.amountCents })),
+            Effect.ensuring(Effect.sync(() => scheduled.delete(charge.id))),
+            Effect.forkIn(scope)
+          )
+        )
       })
+
+    // Redelivery of confirmations that are overdue: the process that made the charge died before
+    // delivering, or every attempt failed.
+    const redeliver = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const due = now - Duration.toMillis(confirmationDelay) - Duration.toMillis(redeliveryInterval)
+      const overdue = yield* sql<ChargeRow>`SELECT id, run_id, amount_cents FROM ${charges}
+        WHERE confirmed_at IS NULL AND payment_method <> ${TestCards.noConfirmation} AND created_at <= ${due}
+        ORDER BY created_at LIMIT 100`
+      yield* Effect.forEach(
+        overdue.filter((row) => !scheduled.has(row.id)),
+        (row) => deliverConfirmation({ runId: row.run_id, chargeId: row.id, amountCents: Number(row.amount_cents) }),
+        { concurrency: 10, discard: true }
+      )
+    }).pipe(
+      Effect.catchAllCause((cause) => Effect.logWarning("payments: redelivery of confirmations failed", cause)),
+      Effect.repeat(Schedule.spaced(redeliveryInterval)),
+      Effect.interruptible
+    )
+    yield* Effect.forkIn(redeliver, scope)
 
     const charge: Payments["Type"]["charge"] = ({ amountCents, idempotencyKey, orderId, paymentMethod, runId }) =>
       Idempotency.run(
