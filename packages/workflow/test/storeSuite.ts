@@ -20,9 +20,10 @@ import type {
   JournalEntry,
   RunRecord,
   RunStatus,
-  RunTransition
+  RunTransition,
+  SignalDelivery
 } from "@memento/workflow/WorkflowStore"
-import { WorkflowStore } from "@memento/workflow/WorkflowStore"
+import { allStatuses, WorkflowStore } from "@memento/workflow/WorkflowStore"
 import { Clock, Effect, Fiber, Option, Stream, TestClock, TestServices } from "effect"
 import type { Layer } from "effect"
 
@@ -1022,6 +1023,450 @@ export const storeSuite = (
         ))
         assertLeaseLost(lost, run.id, 1)
         assert.deepStrictEqual(yield* store.inspect(run.id), before2)
+      }))
+
+    // ---------------------------------------------------------------------------------------------
+    // retry
+    // ---------------------------------------------------------------------------------------------
+
+    it.effect("retry archives the given entries with their attempts and makes the run pending", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const run = yield* claimedRun(store)
+        yield* store.requestCancel(run.id)
+        yield* store.commit(commitOf(run, {
+          entries: [entry("a", 1, "succeeded"), entry("b", 2, "failed")],
+          attempts: [
+            attempt("a", 1, { outcome: "succeeded", endedAt: 1_100 }),
+            attempt("b", 1, { outcome: "retrying", error: "\"e1\"", endedAt: 1_200 }),
+            attempt("b", 2, { outcome: "failed", error: "\"e2\"", endedAt: 1_300 })
+          ],
+          transition: transition("failed", { output: "\"partial\"", error: "\"boom\"" })
+        }))
+        const failed = yield* getRun(store, run.id)
+        assert.isTrue(failed.cancelRequested)
+        assert.isNotNull(failed.completedAt)
+        const woken = yield* store.events.pipe(
+          Stream.filter((event) => event._tag === "RunnableChanged" && event.workflow === run.workflow),
+          Stream.runHead,
+          Effect.fork
+        )
+        yield* realTime(Effect.sleep(live ? "500 millis" : "20 millis"))
+
+        const retried = yield* store.retry({ runId: run.id, archiveKeys: ["b"], from: ["failed", "dead"] })
+        assert.deepStrictEqual(yield* getRun(store, run.id), retried)
+        assert.deepStrictEqual(
+          { ...retried, runnableAt: retried.runnableAt === null ? null : 0, updatedAt: 0 },
+          {
+            ...failed,
+            status: "pending",
+            output: null,
+            error: null,
+            completedAt: null,
+            leaseOwner: null,
+            leaseExpiresAt: null,
+            cancelRequested: false,
+            recoveries: 0,
+            runnableAt: 0,
+            updatedAt: 0
+          }
+        )
+        assert.strictEqual(retried.epoch, run.epoch)
+        const event = yield* realTime(Effect.timeout(Fiber.join(woken), "5 seconds"))
+        assert.deepStrictEqual(Option.getOrNull(event), { _tag: "RunnableChanged", workflow: run.workflow })
+
+        const details = yield* store.inspect(run.id)
+        assert.deepStrictEqual(details.entries, [entry("a", 1, "succeeded")])
+        assert.deepStrictEqual(details.attempts, [attempt("a", 1, { outcome: "succeeded", endedAt: 1_100 })])
+        assert.deepStrictEqual(details.archivedEntries.map(({ archivedAt, ...rest }) => rest), [
+          { ...entry("b", 2, "failed"), generation: 1 }
+        ])
+        assert.isAtLeast(details.archivedEntries[0].archivedAt, failed.updatedAt)
+        assert.deepStrictEqual(details.archivedAttempts, [
+          { ...attempt("b", 1, { outcome: "retrying", error: "\"e1\"", endedAt: 1_200 }), generation: 1 },
+          { ...attempt("b", 2, { outcome: "failed", error: "\"e2\"", endedAt: 1_300 }), generation: 1 }
+        ])
+
+        // the next claim increments the epoch; a second retry archives as generation 2
+        const [again] = yield* claimOne(store, run, "worker-b")
+        assert.strictEqual(again.epoch, run.epoch + 1)
+        yield* store.commit(commitOf(again, {
+          entries: [entry("b", 2, "failed", { error: "\"again\"" })],
+          attempts: [attempt("b", 1, { outcome: "failed", error: "\"again\"", endedAt: 1_400 })],
+          transition: transition("dead")
+        }))
+        yield* store.retry({ runId: run.id, archiveKeys: ["b", "not-there"], from: ["failed", "dead"] })
+        const twice = yield* store.inspect(run.id)
+        assert.deepStrictEqual(twice.entries.map((e) => e.key), ["a"])
+        assert.deepStrictEqual(twice.archivedEntries.map((e) => [e.key, e.generation, e.error]), [
+          ["b", 1, "\"b-error\""],
+          ["b", 2, "\"again\""]
+        ])
+        assert.deepStrictEqual(twice.archivedAttempts.map((a) => [a.generation, a.attempt, a.error]), [
+          [1, 1, "\"e1\""],
+          [1, 2, "\"e2\""],
+          [2, 1, "\"again\""]
+        ])
+        const [third] = yield* claimOne(store, run, "worker-c")
+        assert.strictEqual(third.epoch, run.epoch + 2)
+      }))
+
+    it.effect("retry refuses a run whose status is not in `from` and changes nothing; RunNotFound when absent", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const run = yield* claimedRun(store)
+        yield* store.commit(commitOf(run, { entries: [entry("a", 1, "succeeded")] }))
+        const before = yield* store.inspect(run.id)
+        const refused = yield* Effect.flip(store.retry({ runId: run.id, archiveKeys: ["a"], from: ["failed"] }))
+        assert.instanceOf(refused, InvalidRunState)
+        assert.deepStrictEqual(
+          [refused.workflowId, refused.status, refused.operation],
+          [run.id, "running", "retry"]
+        )
+        const none = yield* Effect.flip(store.retry({ runId: run.id, archiveKeys: ["a"], from: [] }))
+        assert.instanceOf(none, InvalidRunState)
+        assert.deepStrictEqual(yield* store.inspect(run.id), before)
+
+        yield* store.commit(commitOf(run, { transition: transition("succeeded", { output: "1" }) }))
+        const succeeded = yield* store.inspect(run.id)
+        assert.instanceOf(
+          yield* Effect.flip(store.retry({ runId: run.id, archiveKeys: ["a"], from: ["failed", "compensated"] })),
+          InvalidRunState
+        )
+        assert.deepStrictEqual(yield* store.inspect(run.id), succeeded)
+
+        const missing = yield* Effect.flip(store.retry({ runId: `missing-${namespace()}`, archiveKeys: [], from: ["failed"] }))
+        assert.instanceOf(missing, RunNotFound)
+      }))
+
+    // ---------------------------------------------------------------------------------------------
+    // purge
+    // ---------------------------------------------------------------------------------------------
+
+    it.effect("purge deletes finished runs completed before the cutoff, in batches, with all their rows", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        // the store is shared by the suite: first remove what earlier tests finished
+        yield* tick
+        const start = yield* Clock.currentTimeMillis
+        while ((yield* store.purge({ completedBefore: start + 1, statuses: allStatuses, limit: 1_000 })) >= 1_000) {
+          // another batch
+        }
+
+        const finish = (status: RunStatus, fields: Partial<RunTransition> = {}) =>
+          Effect.gen(function*() {
+            const run = yield* claimedRun(store)
+            yield* store.commit(commitOf(run, { transition: transition(status, fields) }))
+            return yield* getRun(store, run.id)
+          })
+        // a finished run with everything a run can own: journal, attempts, archive, signals, alerts
+        const full = yield* claimedRun(store)
+        yield* store.commit(commitOf(full, {
+          entries: [entry("a", 1, "succeeded"), entry("b", 2, "failed")],
+          attempts: [attempt("a", 1, { outcome: "succeeded", endedAt: 1_100 }), attempt("b", 1, { outcome: "failed" })],
+          transition: transition("failed", { error: "\"x\"" })
+        }))
+        yield* store.retry({ runId: full.id, archiveKeys: ["b"], from: ["failed"] })
+        const [fullAgain] = yield* claimOne(store, full, "worker-b")
+        yield* store.signal({ runId: full.id, name: "go", signalId: "evt-1", payload: "1" })
+        yield* store.commit(commitOf(fullAgain, {
+          entries: [entry("b", 2, "failed")],
+          attempts: [attempt("b", 1, { outcome: "failed" })],
+          transition: transition("failed", { error: "\"y\"" })
+        }))
+        const fullInspected = yield* store.inspect(full.id)
+        assert.strictEqual(fullInspected.archivedEntries.length, 1)
+        assert.strictEqual(fullInspected.signals.length, 1)
+        assert.strictEqual((yield* store.alerts(full.id)).length, 2)
+
+        const succeeded = yield* finish("succeeded", { output: "1" })
+        const cancelled = yield* finish("cancelled")
+        const compensated = yield* finish("compensated")
+        const dead = yield* finish("dead")
+        const attention = yield* finish("needs_attention")
+        const pending = (yield* store.create({ id: `run-${namespace()}`, workflow: `wf-${namespace()}`, payload: "{}" }))
+          .run
+        const running = yield* claimedRun(store)
+        const waiting = yield* finish("waiting")
+        const sleeping = yield* finish("sleeping", { runnableAt: start + 3_600_000 })
+        const old = [full.id, succeeded.id, cancelled.id, compensated.id]
+        const cutoff = Math.max(
+          ...(yield* Effect.forEach([...old, dead.id, attention.id], (id) => getRun(store, id)))
+            .map((run) => run.completedAt ?? Infinity)
+        ) + 1
+        yield* advance(live ? 50 : 10)
+        const recent = yield* finish("succeeded")
+        assert.isAbove(recent.completedAt ?? 0, cutoff)
+        const kept = [dead, attention, pending, running, waiting, sleeping, recent].map((run) => run.id)
+
+        // only the requested statuses
+        assert.strictEqual(yield* store.purge({ completedBefore: cutoff, statuses: ["succeeded", "dead"], limit: 10 }), 1)
+        assert.isTrue(Option.isNone(yield* store.get(succeeded.id)))
+        assert.isTrue(Option.isSome(yield* store.get(full.id)))
+        assert.strictEqual(yield* store.purge({ completedBefore: cutoff, statuses: [], limit: 10 }), 0)
+        assert.strictEqual(yield* store.purge({ completedBefore: cutoff, statuses: allStatuses, limit: 0 }), 0)
+
+        // in batches of at most `limit`, until one returns less; parked and unfinished runs stay
+        const batches: Array<number> = []
+        while (true) {
+          const deleted = yield* store.purge({ completedBefore: cutoff, statuses: allStatuses, limit: 2 })
+          batches.push(deleted)
+          if (deleted < 2) break
+        }
+        assert.deepStrictEqual(batches, [2, 1])
+        for (const id of old) assert.isTrue(Option.isNone(yield* store.get(id)), id)
+        for (const id of kept) assert.isTrue(Option.isSome(yield* store.get(id)), id)
+        assert.strictEqual((yield* getRun(store, dead.id)).status, "dead")
+        assert.strictEqual(yield* store.purge({ completedBefore: cutoff + 3_600_000, statuses: ["dead"], limit: 10 }), 0)
+
+        // nothing of the purged run is left: a new run with its ID starts empty
+        const reborn = yield* store.create({ id: full.id, workflow: full.workflow, payload: "{}" })
+        assert.isTrue(reborn.created)
+        const fresh = yield* store.inspect(full.id)
+        assert.deepStrictEqual(
+          [fresh.entries, fresh.attempts, fresh.signals, fresh.archivedEntries, fresh.archivedAttempts],
+          [[], [], [], [], []]
+        )
+        assert.deepStrictEqual(yield* store.alerts(full.id), [])
+      }))
+
+    // ---------------------------------------------------------------------------------------------
+    // alerts
+    // ---------------------------------------------------------------------------------------------
+
+    it.effect("a transition into an alert status writes one outbox row per (run, epoch, status)", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ok = yield* claimedRun(store)
+        yield* store.commit(commitOf(ok, { transition: transition("compensating", { release: false, error: "\"e\"" }) }))
+        yield* store.commit(commitOf(ok, { transition: transition("succeeded") }))
+        assert.deepStrictEqual(yield* store.alerts(ok.id), [])
+
+        const run = yield* claimedRun(store)
+        yield* store.commit(commitOf(run, {
+          transition: transition("compensating", { release: false, runnableAt: run.runnableAt, error: "\"first\"" })
+        }))
+        // the same transition committed twice (same epoch): one alert
+        const keep = transition("needs_attention", { release: false })
+        yield* store.commit(commitOf(run, { transition: keep }))
+        yield* store.commit(commitOf(run, { transition: { ...keep, error: "\"second\"" } }))
+        const parked = yield* store.alerts(run.id)
+        assert.deepStrictEqual(parked.map(({ createdAt, ...rest }) => rest), [{
+          id: `${run.id}/${run.epoch}/needs_attention`,
+          runId: run.id,
+          workflow: run.workflow,
+          status: "needs_attention",
+          error: "\"first\"",
+          attempts: 0,
+          deliveredAt: null
+        }])
+
+        yield* tick
+        yield* store.commit(commitOf(run, { transition: transition("compensated", { error: "\"third\"" }) }))
+        const alerts = yield* store.alerts(run.id)
+        assert.deepStrictEqual(alerts.map((alert) => [alert.id, alert.status, alert.error]), [
+          [`${run.id}/${run.epoch}/needs_attention`, "needs_attention", "\"first\""],
+          [`${run.id}/${run.epoch}/compensated`, "compensated", "\"third\""]
+        ])
+        assert.isAtMost(alerts[0].createdAt, alerts[1].createdAt)
+
+        // a commit that lost its lease writes no alert
+        const stale = yield* claimedRun(store, short)
+        yield* expireShort
+        yield* claimOne(store, stale, "worker-b")
+        yield* Effect.flip(store.commit(commitOf(stale, { transition: transition("failed") })))
+        assert.deepStrictEqual(yield* store.alerts(stale.id), [])
+        assert.deepStrictEqual(yield* store.alerts(`missing-${namespace()}`), [])
+      }))
+
+    it.effect("claimAlerts leases undelivered alerts oldest first; completeAlert delivers them", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        // the outbox is shared by the suite: deliver what earlier tests wrote
+        while (true) {
+          const earlier = yield* store.claimAlerts({ limit: 1_000, leaseMs: long })
+          if (earlier.length === 0) break
+          yield* Effect.forEach(earlier, (alert) => store.completeAlert(alert.id))
+        }
+        const failing = yield* Effect.forEach([1, 2, 3], () =>
+          Effect.gen(function*() {
+            const run = yield* claimedRun(store)
+            yield* store.commit(commitOf(run, { transition: transition("failed", { error: "\"boom\"" }) }))
+            yield* tick
+            return run
+          }))
+        const ids = failing.map((run) => `${run.id}/${run.epoch}/failed`)
+        assert.deepStrictEqual(yield* store.claimAlerts({ limit: 0, leaseMs: short }), [])
+
+        const first = yield* store.claimAlerts({ limit: 2, leaseMs: short })
+        assert.deepStrictEqual(first.map((alert) => [alert.id, alert.attempts, alert.deliveredAt]), [
+          [ids[0], 1, null],
+          [ids[1], 1, null]
+        ])
+        const second = yield* store.claimAlerts({ limit: 10, leaseMs: short })
+        assert.deepStrictEqual(second.map((alert) => alert.id), [ids[2]])
+        assert.deepStrictEqual(yield* store.claimAlerts({ limit: 10, leaseMs: short }), [])
+
+        yield* store.completeAlert(ids[0])
+        yield* expireShort
+        const retried = yield* store.claimAlerts({ limit: 10, leaseMs: long })
+        assert.deepStrictEqual(retried.map((alert) => [alert.id, alert.attempts]), [[ids[1], 2], [ids[2], 2]])
+        yield* store.completeAlert(ids[1])
+        yield* store.completeAlert(ids[1])
+        yield* store.completeAlert(`missing-${namespace()}`)
+
+        const [delivered] = yield* store.alerts(failing[0].id)
+        assert.isNotNull(delivered.deliveredAt)
+        assert.strictEqual(delivered.attempts, 1)
+        const [late] = yield* store.alerts(failing[1].id)
+        assert.isNotNull(late.deliveredAt)
+        assert.strictEqual(late.attempts, 2)
+        // delivered alerts are never claimed again, even once their lease would have expired
+        yield* store.completeAlert(ids[2])
+        yield* expireShort
+        assert.deepStrictEqual(yield* store.claimAlerts({ limit: 10, leaseMs: short }), [])
+      }))
+
+    // ---------------------------------------------------------------------------------------------
+    // child runs
+    // ---------------------------------------------------------------------------------------------
+
+    it.effect("a commit's transition.signal is delivered once with the commit and wakes a waiting target", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const parent = yield* claimedRun(store)
+        yield* store.commit(commitOf(parent, { transition: transition("waiting") }))
+        const child = yield* claimedRun(store)
+        const delivery: SignalDelivery = {
+          runId: parent.id,
+          name: "child:done",
+          signalId: `child:${child.id}`,
+          payload: "{\"ok\":1}"
+        }
+        const woken = yield* store.events.pipe(
+          Stream.filter((event) => event._tag === "RunnableChanged" && event.workflow === parent.workflow),
+          Stream.runHead,
+          Effect.fork
+        )
+        yield* realTime(Effect.sleep(live ? "500 millis" : "20 millis"))
+        yield* store.commit(commitOf(child, {
+          entries: [entry("a", 1, "succeeded")],
+          transition: transition("succeeded", { output: "{\"ok\":1}", signal: delivery })
+        }))
+        const event = yield* realTime(Effect.timeout(Fiber.join(woken), "5 seconds"))
+        assert.deepStrictEqual(Option.getOrNull(event), { _tag: "RunnableChanged", workflow: parent.workflow })
+        assert.strictEqual((yield* getRun(store, child.id)).status, "succeeded")
+        const { run: waiting, signals } = yield* store.load(parent.id)
+        assert.deepStrictEqual(
+          signals.map(({ name, payload, signalId }) => ({ runId: parent.id, name, signalId, payload })),
+          [delivery]
+        )
+        assert.isNotNull(waiting.runnableAt)
+        const [claimed] = yield* claimOne(store, parent, "worker-b")
+        assert.strictEqual(claimed.id, parent.id)
+
+        // the same signal again (another commit carrying it): ignored
+        const other = yield* claimedRun(store)
+        yield* store.commit(commitOf(other, { transition: transition("succeeded", { signal: delivery }) }))
+        assert.strictEqual((yield* store.load(parent.id)).signals.length, 1)
+
+        // a target that is not waiting stores the signal and keeps its schedule
+        const sleeping = yield* claimedRun(store)
+        const due = sleeping.updatedAt + 3_600_000
+        yield* store.commit(commitOf(sleeping, { transition: transition("sleeping", { runnableAt: due }) }))
+        const third = yield* claimedRun(store)
+        yield* store.commit(commitOf(third, {
+          transition: transition("failed", { signal: { ...delivery, runId: sleeping.id } })
+        }))
+        const slept = yield* store.load(sleeping.id)
+        assert.strictEqual(slept.signals.length, 1)
+        assert.strictEqual(slept.run.runnableAt, due)
+
+        // a commit that lost its lease delivers nothing
+        const target = yield* claimedRun(store)
+        yield* store.commit(commitOf(target, { transition: transition("waiting") }))
+        const stale = yield* claimedRun(store, short)
+        yield* expireShort
+        yield* claimOne(store, stale, "worker-b")
+        const lost = yield* Effect.flip(store.commit(commitOf(stale, {
+          transition: transition("succeeded", { signal: { ...delivery, runId: target.id } })
+        })))
+        assertLeaseLost(lost, stale.id, stale.epoch)
+        const untouched = yield* store.load(target.id)
+        assert.deepStrictEqual(untouched.signals, [])
+        assert.strictEqual(untouched.run.runnableAt, null)
+      }))
+
+    it.effect("list filters by parentId; inspect lists a run's children oldest first", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const { run: parent } = yield* store.create({ id: `run-${ns}`, workflow: `wf-${ns}`, payload: "{}" })
+        const children: Array<RunRecord> = []
+        for (const i of [1, 2, 3]) {
+          yield* tick
+          const { run } = yield* store.create({
+            id: `run-${ns}-child-${i}`,
+            workflow: `wf-${ns}-child`,
+            payload: String(i),
+            parentId: parent.id
+          })
+          children.push(run)
+        }
+        yield* store.create({ id: `run-${ns}-other`, workflow: `wf-${ns}-child`, payload: "0" })
+        const page = yield* store.list({ parentId: parent.id })
+        assert.deepStrictEqual(page.runs, [...children].reverse())
+        assert.deepStrictEqual((yield* store.list({ parentId: parent.id, limit: 2 })).runs.map((run) => run.id), [
+          children[2].id,
+          children[1].id
+        ])
+        assert.deepStrictEqual((yield* store.list({ parentId: children[0].id })).runs, [])
+        const details = yield* store.inspect(parent.id)
+        assert.deepStrictEqual(details.children, children)
+        assert.deepStrictEqual(details.archivedEntries, [])
+        assert.deepStrictEqual(details.archivedAttempts, [])
+        assert.deepStrictEqual((yield* store.inspect(children[0].id)).children, [])
+      }))
+
+    // ---------------------------------------------------------------------------------------------
+    // stats and schedules
+    // ---------------------------------------------------------------------------------------------
+
+    it.effect("stats counts runs by workflow and status", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const [a, b] = [`wf-${ns}-a`, `wf-${ns}-b`]
+        for (const i of [1, 2, 3]) yield* store.create({ id: `run-${ns}-a${i}`, workflow: a, payload: "{}" })
+        yield* store.create({ id: `run-${ns}-b1`, workflow: b, payload: "{}" })
+        const [done] = yield* store.claim({ workerId: "worker-a", workflows: [a], limit: 1, leaseMs: long })
+        yield* store.commit(commitOf(done, { transition: transition("succeeded") }))
+        yield* store.claim({ workerId: "worker-a", workflows: [b], limit: 1, leaseMs: long })
+        const mine = (yield* store.stats).filter((count) => count.workflow === a || count.workflow === b)
+        assert.deepStrictEqual(mine, [
+          { workflow: a, status: "pending", count: 2 },
+          { workflow: a, status: "succeeded", count: 1 },
+          { workflow: b, status: "running", count: 1 }
+        ])
+      }))
+
+    it.effect("a schedule cursor starts empty and never moves backwards", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const name = `schedule-${namespace()}`
+        assert.isTrue(Option.isNone(yield* store.scheduleCursor(name)))
+        yield* store.advanceSchedule(name, 1_000)
+        assert.deepStrictEqual(yield* store.scheduleCursor(name), Option.some(1_000))
+        yield* store.advanceSchedule(name, 500)
+        assert.deepStrictEqual(yield* store.scheduleCursor(name), Option.some(1_000))
+        yield* store.advanceSchedule(name, 1_700_000_000_000)
+        assert.deepStrictEqual(yield* store.scheduleCursor(name), Option.some(1_700_000_000_000))
+        const racing = `${name}-racing`
+        yield* Effect.forEach([5, 3, 9, 1, 7, 2], (n) => store.advanceSchedule(racing, n * 60_000), {
+          concurrency: "unbounded"
+        })
+        assert.deepStrictEqual(yield* store.scheduleCursor(racing), Option.some(9 * 60_000))
+        assert.isTrue(Option.isNone(yield* store.scheduleCursor(`${name}-other`)))
       }))
   })
 }
