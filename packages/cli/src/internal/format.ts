@@ -262,7 +262,10 @@ const journalLines = (
 const runHeader = (run: RunRecord): ReadonlyArray<string> => {
   const lines = [field("run", run.id), field("workflow", run.workflow), field("status", run.status)]
   const error = runError(run.error)
-  if (error !== undefined) lines.push(field("error", truncate(error, 500)))
+  if (error !== undefined) {
+    const [first, ...rest] = error.trim().split("\n")
+    lines.push(field("error", truncate(first!, 500) + (rest.length > 0 ? " …" : "")))
+  }
   lines.push(field("created", time(run.createdAt)))
   lines.push(field("updated", time(run.updatedAt)))
   if (run.completedAt !== null) {
