@@ -8,7 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { SqlStore } from "@memento/sql"
 import { Step, Workflow, WorkflowClient } from "@memento/workflow"
 import { Context, Data, Duration, Effect, Layer, Schedule, Schema } from "effect"
-import { execFile } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { freshDatabase, pgClient, sqliteClient, tempSqliteFile } from "../../sql/test/utils/database.js"
@@ -506,6 +506,40 @@ describe("memento on Postgres", () => {
       expectCode(badPrefix, 2, "an invalid prefix")
       assert.match(badPrefix.stderr, /invalid --prefix "Bad-Prefix"/)
     }).pipe(Effect.provide(pgClient(emptyUrl))))
+
+  it.live("worker --module executes the module's workflows until SIGTERM, then exits 0", () =>
+    Effect.gen(function*() {
+      const name = `greet-${ns()}`
+      const Greet = Workflow.make({ name, payload: Schema.String, success: Schema.String })
+      const module = fileURLToPath(new URL("fixtures/greeter.mjs", import.meta.url))
+      const child = spawn("node", [bin, "worker", "--module", module, "--concurrency", "2"], {
+        env: { ...process.env, DATABASE_URL: url, GREETER_WORKFLOW: name },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stderr = ""
+      child.stderr.on("data", (chunk) => (stderr += String(chunk)))
+      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(Greet, "ada", { id: `${name}-1` })
+      const greeting = yield* client.result(Greet, id).pipe(Effect.timeout("30 seconds"))
+      assert.strictEqual(greeting, `hello ada from pid ${child.pid}`)
+      assert.match(stderr, new RegExp(`memento worker: executing ${name} until SIGINT or SIGTERM`))
+
+      child.kill("SIGTERM")
+      const code = yield* Effect.promise(() => exited).pipe(Effect.timeout("20 seconds"))
+      assert.strictEqual(code, 0, stderr)
+
+      const badModule = yield* memento(
+        url,
+        "worker",
+        "--module",
+        fileURLToPath(new URL("fixtures/not-a-worker.mjs", import.meta.url))
+      )
+      expectCode(badModule, 2, "worker with a module that exports no workflows")
+      assert.match(badModule.stderr, /must export "workflows"/)
+    }).pipe(onStore(url)))
 
   it.live("wrong arguments give a clear message and exit code 2", () =>
     Effect.gen(function*() {
