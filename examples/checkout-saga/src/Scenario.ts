@@ -1,11 +1,20 @@
 /**
- * The scripted scenario `npm start` drives on first start (no checkout in the database yet):
- * two orders through the service's own HTTP API — a good one, which ends `succeeded`, and one
- * with a declined card, which ends `compensated` (nothing to refund, its inventory released) —
- * then what happened, from the runs and from the providers' books.
+ * The scripted scenario `npm start` drives on first start (no checkout in the database yet),
+ * through the service's own HTTP API:
+ *
+ * 1. a worker process of its own (`node dist/worker.js`, providers slowed down by 500 ms) executes
+ *    a good order, which ends `succeeded`, and one with a declined card, which ends `compensated`
+ *    (nothing to refund, its inventory released);
+ * 2. a third order is placed and the worker process is killed with SIGKILL while that saga books
+ *    the shipment (after the charge); the API process's own worker then starts, claims the run
+ *    once the dead worker's lease has expired, and finishes it from the journal: the card was
+ *    charged once, the shipment booked once;
+ * 3. what happened, from the runs and from the providers' books.
  */
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import { WorkflowClient } from "@memento/workflow"
 import { Console, Duration, Effect } from "effect"
@@ -44,6 +53,18 @@ export const orders: ReadonlyArray<{ readonly label: string; readonly order: Ord
   }
 ]
 
+/** The order whose worker is killed mid-saga. */
+export const crashOrder: { readonly label: string; readonly order: Order } = {
+  label: "its worker killed mid-saga",
+  order: {
+    orderId: "demo-crash-1",
+    email: "grace@example.com",
+    items: [{ sku: "tshirt", quantity: 1 }, { sku: "sticker", quantity: 2 }],
+    paymentMethod: TestCards.visa,
+    shippingAddress: { ...address, name: "Grace Hopper" }
+  }
+}
+
 interface OrderView {
   readonly status: string
   readonly receipt: {
@@ -54,69 +75,166 @@ interface OrderView {
     readonly confirmationEmail: string | null
   } | null
   readonly error: { readonly reason?: string; readonly detail?: string; readonly message: string } | null
-  readonly steps: ReadonlyArray<{ readonly key: string; readonly status: string }>
+  readonly steps: ReadonlyArray<{ readonly key: string; readonly status: string; readonly attempts: number }>
   readonly compensations: ReadonlyArray<{ readonly step: string; readonly status: string }>
 }
 
 const finished = ["succeeded", "failed", "compensated", "cancelled", "needs_attention", "dead"]
 const mark = (status: string) => status === "succeeded" ? "✓" : status === "failed" ? "✗" : "…"
+const workerScript = fileURLToPath(new URL("./worker.js", import.meta.url))
+
+/** The scenario's worker process; killed (SIGKILL) when the scope closes if it still runs. */
+const workerProcess = Effect.acquireRelease(
+  Effect.async<{ readonly pid: number; readonly kill: Effect.Effect<void> }, Error>((resume) => {
+    const child = spawn(process.execPath, ["--enable-source-maps", workerScript], {
+      env: {
+        ...process.env,
+        WORKER_ID: "scenario-worker",
+        LEASE_MS: "3000",
+        HEARTBEAT_MS: "1000",
+        POLL_MS: "200",
+        FAULT_LATENCY_MS: "500",
+        FAULT_ERROR_RATE: "0",
+        FAULT_LOST_RESPONSE_RATE: "0",
+        OTEL_TRACES: "none"
+      },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let output = ""
+    let exited = false
+    const exit = new Promise<void>((resolve) => child.on("exit", () => resolve()))
+    const kill = Effect.promise(() => {
+      if (!exited) child.kill("SIGKILL")
+      return exit
+    })
+    child.on("exit", (code, signal) => {
+      if (!exited) resume(Effect.fail(new Error(`the worker process exited (${signal ?? code}):\n${output}`)))
+      exited = true
+    })
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString("utf8")
+      if (output.includes("checkout worker scenario-worker ready")) resume(Effect.succeed({ pid: child.pid!, kill }))
+    }
+    child.stdout.on("data", onData)
+    child.stderr.on("data", onData)
+    return Effect.sync(() => child.kill("SIGKILL"))
+  }).pipe(Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error("the worker process did not start") })),
+  (worker) => worker.kill
+)
 const money = (cents: number) => (cents / 100).toFixed(2)
 
-/** Runs the scenario against the API at `baseUrl` unless checkouts exist already. */
-export const runOnFirstStart = (baseUrl: string): Effect.Effect<
-  void,
-  never,
-  HttpClient.HttpClient | WorkflowClient.WorkflowClient | SqlClient
-> =>
+/**
+ * Runs the scenario against the API at `baseUrl` unless checkouts exist already; returns whether it
+ * ran. `startWorker` starts the API process's own worker (the scenario starts it after the crash).
+ */
+export const runOnFirstStart = <R>(baseUrl: string, options: {
+  readonly startWorker: Effect.Effect<void, unknown, R>
+  readonly workerEnabled: boolean
+}): Effect.Effect<boolean, never, HttpClient.HttpClient | WorkflowClient.WorkflowClient | SqlClient | R> =>
   Effect.gen(function*() {
     const client = yield* WorkflowClient.WorkflowClient
     const existing = yield* client.list({ workflow: Checkout.name, limit: 1 })
     if (existing.runs.length > 0) {
       yield* Console.log("Checkouts exist in the database already; the first-start scenario is skipped.")
-      return
+      return false
+    }
+    if (!options.workerEnabled) {
+      yield* Console.log("WORKER=false: the first-start scenario needs the in-process worker; it is skipped.")
+      return false
     }
     const http = (yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk)
-    yield* Console.log("First start: two orders through POST /checkout ...\n")
-    for (const { order } of orders) {
-      yield* HttpClientRequest.post(`${baseUrl}/checkout`).pipe(
+    const post = (order: Order) =>
+      HttpClientRequest.post(`${baseUrl}/checkout`).pipe(
         HttpClientRequest.bodyUnsafeJson(order),
         http.execute,
         Effect.scoped
       )
-    }
-    for (const { label, order } of orders) {
-      const get = http.get(`${baseUrl}/orders/${order.orderId}`).pipe(
+    const view = (orderId: string) =>
+      http.get(`${baseUrl}/orders/${orderId}`).pipe(
         Effect.flatMap((response) => response.json),
         Effect.map((json) => json as OrderView),
         Effect.scoped
       )
-      let view = yield* get
-      for (let polls = 0; polls < 600 && !finished.includes(view.status); polls++) {
-        yield* Effect.sleep("100 millis")
-        view = yield* get
-      }
-      const outcome = view.error === null
-        ? ""
-        : ` (${view.error.reason ?? "error"}: ${view.error.detail ?? view.error.message})`
-      yield* Console.log(`  ${order.orderId}, ${label}, ${order.paymentMethod}: ${view.status}${outcome}`)
-      const steps = view.steps.map((step) => `${step.key} ${mark(step.status)}`)
-      yield* Console.log(`    steps:         ${steps.join("  ")}`)
-      if (view.compensations.length > 0) {
-        yield* Console.log(
-          `    compensations: ${view.compensations.map((c) => `${c.step} undone ${mark(c.status)}`).join("  ")}`
-        )
-      }
-      if (view.receipt !== null) {
-        const receipt = view.receipt
-        yield* Console.log(
-          `    receipt:       charged ${money(receipt.amountCents)} (${receipt.chargeId}), shipment ` +
-            `${receipt.shipmentId} tracking ${receipt.trackingNumber}, email ${receipt.confirmationEmail ?? "not sent"}`
-        )
-      }
+    const until = (orderId: string, done: (view: OrderView) => boolean, every: Duration.DurationInput) =>
+      Effect.gen(function*() {
+        let current = yield* view(orderId)
+        while (!done(current)) {
+          yield* Effect.sleep(every)
+          current = yield* view(orderId)
+        }
+        return current
+      })
+    const isFinished = (current: OrderView) => finished.includes(current.status)
+    const steps = (current: OrderView) =>
+      current.steps.map((step) => `${step.key} ${mark(step.status)}${step.attempts > 1 ? ` (${step.attempts} attempts)` : ""}`)
+        .join("  ")
+    const report = (label: string, order: Order, current: OrderView) =>
+      Effect.gen(function*() {
+        const outcome = current.error === null
+          ? ""
+          : ` (${current.error.reason ?? "error"}: ${current.error.detail ?? current.error.message})`
+        yield* Console.log(`  ${order.orderId}, ${label}, ${order.paymentMethod}: ${current.status}${outcome}`)
+        yield* Console.log(`    steps:         ${steps(current)}`)
+        if (current.compensations.length > 0) {
+          yield* Console.log(
+            `    compensations: ${current.compensations.map((c) => `${c.step} undone ${mark(c.status)}`).join("  ")}`
+          )
+        }
+        if (current.receipt !== null) {
+          const receipt = current.receipt
+          yield* Console.log(
+            `    receipt:       charged ${money(receipt.amountCents)} (${receipt.chargeId}), shipment ` +
+              `${receipt.shipmentId} tracking ${receipt.trackingNumber}, email ${receipt.confirmationEmail ?? "not sent"}`
+          )
+        }
+      })
+
+    // 1. a worker process executes a good order and a declined card
+    yield* Console.log("First start: a worker process of its own and three orders through POST /checkout ...\n")
+    const worker = yield* workerProcess
+    yield* Console.log(
+      `  worker process pid ${worker.pid} (node dist/worker.js, every provider call slowed down by 500 ms) started\n`
+    )
+    for (const { order } of orders) yield* post(order)
+    for (const { label, order } of orders) {
+      yield* report(label, order, yield* until(order.orderId, isFinished, "100 millis"))
     }
+
+    // 2. a third order; the worker process is killed with SIGKILL while it books the shipment
+    const crash = crashOrder.order
+    yield* post(crash)
+    const inFlight = yield* until(
+      crash.orderId,
+      (current) => isFinished(current) || current.steps.some((step) => step.key === "create-shipment"),
+      "20 millis"
+    )
+    yield* worker.kill
+    const killed = yield* view(crash.orderId)
+    yield* Console.log(
+      `\n  ${crash.orderId}, ${crashOrder.label}: worker process pid ${worker.pid} killed with SIGKILL ` +
+        (isFinished(inFlight) ? `too late, the run had ${inFlight.status}` : "in the middle of the saga")
+    )
+    yield* Console.log(`    journal at the kill: ${steps(killed)}   (run ${killed.status}, its lease held by the dead worker)`)
+
+    // 3. the API process's worker recovers the run
+    yield* Console.log("    the API process's own worker starts and claims the run when the dead worker's lease expires ...")
+    const recoveryStarted = Date.now()
+    yield* Effect.orDie(options.startWorker)
+    const recovered = yield* until(crash.orderId, isFinished, "100 millis")
+    yield* Console.log(`    recovered in ${((Date.now() - recoveryStarted) / 1000).toFixed(1)} s, replaying the journal:`)
+    yield* report(crashOrder.label, crash, recovered)
 
     const books = yield* Ledger.read
     const violations = Ledger.check(books, yield* Ledger.statuses)
+    const crashBooks = books.orders.find((order) => order.orderId === crash.orderId)
+    if (crashBooks !== undefined) {
+      yield* Console.log(
+        `    ${crash.orderId} at the providers: ${crashBooks.charges.length} charge` +
+          `${crashBooks.charges.length === 1 ? "" : "s"} (${crashBooks.charges.map((c) => money(c.amountCents)).join(", ")}), ` +
+          `${crashBooks.reservations.length} reservation, ${crashBooks.shipments.length} shipment, ` +
+          `${crashBooks.emails} email — ${crashBooks.charges.length === 1 ? "the card was charged once" : "CHARGED TWICE"}`
+      )
+    }
     const charges = books.orders.flatMap((order) => order.charges)
     const refunds = books.orders.flatMap((order) => order.refunds)
     yield* Console.log("\nThe providers' books:")
@@ -129,7 +247,11 @@ export const runOnFirstStart = (baseUrl: string): Effect.Effect<
         ? "  invariants hold: no order charged twice, every failed order refunded and released, inventory conserved"
         : `  INVARIANTS VIOLATED:\n    ${violations.join("\n    ")}`
     )
+    return true
   }).pipe(
+    Effect.scoped,
     Effect.timeout(Duration.minutes(2)),
-    Effect.catchAll((error) => Console.error(`The first-start scenario failed: ${error.message}`))
+    Effect.catchAll((error) =>
+      Effect.as(Console.error(`The first-start scenario failed: ${error instanceof Error ? error.message : String(error)}`), false)
+    )
   )

@@ -20,12 +20,7 @@ const ServerLive = NodeHttpServer.layerConfig(() => createServer(), {
   port: Config.integer("PORT").pipe(Config.withDefault(3000))
 })
 
-const WorkerInProcess = Layer.unwrapEffect(Effect.map(
-  Config.boolean("WORKER").pipe(Config.withDefault(true)),
-  (enabled) => enabled ? WorkerLive : Layer.empty
-))
-
-const AppLive = Layer.mergeAll(Http.layer, WorkerInProcess).pipe(
+const AppLive = Http.layer.pipe(
   Layer.provideMerge(ServerLive),
   Layer.provideMerge(BaseLive),
   Layer.provide(TracingLive)
@@ -46,7 +41,13 @@ const program = Effect.gen(function*() {
   const baseUrl = `http://localhost:${port}`
   yield* Console.log(`Memento checkout service — storage: ${yield* describeStorage}`)
   yield* Console.log(`Checkout API listening on ${baseUrl}\n`)
-  yield* Scenario.runOnFirstStart(baseUrl)
+  // the in-process worker starts now, or — on first start — when the scenario has crashed the
+  // worker process it drives, so that it is the one that recovers the run
+  const workerEnabled = yield* Config.boolean("WORKER").pipe(Config.withDefault(true))
+  const scope = yield* Effect.scope
+  const startWorker = yield* Effect.once(workerEnabled ? Effect.asVoid(Layer.buildWithScope(WorkerLive, scope)) : Effect.void)
+  yield* Scenario.runOnFirstStart(baseUrl, { startWorker, workerEnabled })
+  yield* startWorker
   yield* Console.log(`
 Serving on ${baseUrl} (Ctrl-C to stop):
   POST ${baseUrl}/checkout       start a checkout (JSON order) -> 202 { runId }
@@ -63,6 +64,7 @@ Try:
     )
   )
 }).pipe(
+  Effect.scoped,
   Effect.provide(AppLive),
   Effect.provide(FetchHttpClient.layer)
 )
