@@ -277,9 +277,9 @@ const runHeader = (run: RunRecord): ReadonlyArray<string> => {
       field("lease", `${run.leaseOwner}${run.leaseExpiresAt === null ? "" : ` until ${time(run.leaseExpiresAt)}`}`)
     )
   }
-  const flags = [`epoch ${run.epoch}`, `recoveries ${run.recoveries}`]
+  const flags = [String(run.epoch), `recoveries ${run.recoveries}`]
   if (run.cancelRequested) flags.push("cancel requested")
-  lines.push(field("", flags.join(" · ")))
+  lines.push(field("epoch", flags.join(" · ")))
   if (run.parentId !== null) lines.push(field("parent", run.parentId))
   lines.push(field("payload", truncate(run.payload, 300)))
   if (run.output !== null) lines.push(field("output", truncate(run.output, 300)))
