@@ -237,7 +237,9 @@ export interface RunTransition {
   readonly signalSeenSeq?: number | undefined
   /**
    * A signal delivered in the same atomic write (a child run telling its parent it finished):
-   * stored unless its `signalId` exists for the target run, and the target is woken if it waits.
+   * stored unless its `signalId` exists for the target run, and the target is woken if it waits
+   * (with a `RunnableChanged` event for its workflow), exactly as `signal` does. Nothing is
+   * delivered when the commit fails; a target that does not exist (e.g. purged) is ignored.
    */
   readonly signal?: SignalDelivery | undefined
 }
@@ -416,9 +418,11 @@ export class WorkflowStore extends Context.Tag("@memento/workflow/WorkflowStore"
   /**
    * Sets aside the journal entries with the given keys (and their attempts) as a new archive
    * generation and makes the run runnable from its journal's remainder: status `pending`,
-   * runnable now, output, error, lease, cancel request and recovery count cleared. Applied only
-   * while the run's status is one of `from`; otherwise `InvalidRunState` and nothing changes.
-   * Atomic. Emits `RunnableChanged`.
+   * runnable now, output, error, completion time, lease, cancel request and recovery count
+   * cleared. The epoch is unchanged: the next claim increments it. The archive generation is the
+   * run's highest so far plus one; keys the journal does not hold are ignored. Applied only while
+   * the run's status is one of `from`; otherwise `InvalidRunState` (operation `"retry"`) and
+   * nothing changes. Atomic. Emits `RunnableChanged`.
    */
   readonly retry: (request: {
     readonly runId: string
@@ -428,19 +432,22 @@ export class WorkflowStore extends Context.Tag("@memento/workflow/WorkflowStore"
   /**
    * Deletes up to `limit` runs (with their journal, attempts, archive, signals and alerts) whose
    * status is one of `statuses` (only terminal statuses are ever deleted, whatever is passed) and
-   * that completed before `completedBefore`. Returns how many runs it deleted; callers repeat it
-   * until it returns less than `limit`. One short transaction per call.
+   * that completed before `completedBefore`, in no particular order. Returns how many runs it
+   * deleted; callers repeat it until it returns less than `limit`. One short transaction per call;
+   * runs another transaction holds are skipped, not waited for.
    */
   readonly purge: (request: {
     readonly completedBefore: number
     readonly statuses: ReadonlyArray<RunStatus>
     readonly limit: number
   }) => Effect.Effect<number, StoreError>
-  /** Run counts by workflow and status. */
+  /** Run counts by workflow and status (statuses without runs are absent), by workflow, then status. */
   readonly stats: Effect.Effect<ReadonlyArray<RunCount>, StoreError>
   /**
    * Claims up to `limit` undelivered alerts whose claim lease (if any) expired: sets the lease to
-   * now + `leaseMs` and increments `attempts`. Oldest first.
+   * now + `leaseMs` and increments `attempts`. Oldest first. Concurrent callers never claim the
+   * same alert while its lease holds; an alert not completed before its lease expires is claimed
+   * again (delivery is at least once).
    */
   readonly claimAlerts: (request: {
     readonly limit: number
