@@ -39,6 +39,9 @@ import type { Tables } from "./tables.js"
 /** The database clock in epoch milliseconds. */
 const nowMs = "(floor(extract(epoch from clock_timestamp()) * 1000))::bigint"
 
+/** Whether the calling fiber is inside a `withTransaction` (then creates and gets are not batched). */
+const inTransaction = Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome)
+
 /** Batches (of commits, creates, gets) executing at once; requests arriving meanwhile form the next. */
 const batchSlots = 2
 const maxBatch = 200
@@ -135,31 +138,37 @@ export const make = (
         RETURNING ${columns}
       )
       SELECT ins.*, ${runnableChanged("ins.workflow")} AS notified FROM ins`
+    const createAll = (inputs: ReadonlyArray<NewRun>) => {
+      const rows = inputs
+        .map((input) => ({
+          id: input.id,
+          workflow: input.workflow,
+          payload: input.payload,
+          parent_id: input.parentId ?? null
+        }))
+        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      return Effect.map(prepared<{ readonly id: string }>(createText, [JSON.stringify(rows)]), (inserted) => {
+        const byId = new Map(inserted.map((row) => [row.id, row]))
+        return inputs.map((input) => {
+          const row = byId.get(input.id)
+          return Exit.succeed(row === undefined ? [] : [row])
+        })
+      })
+    }
     const insertRuns = yield* Batcher.make<NewRun, ReadonlyArray<unknown>, never, SqlError>({
       key: (input) => input.id,
       maxInFlight: batchSlots,
       maxBatch,
-      run: (inputs) => {
-        const rows = inputs
-          .map((input) => ({
-            id: input.id,
-            workflow: input.workflow,
-            payload: input.payload,
-            parent_id: input.parentId ?? null
-          }))
-          .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-        return Effect.map(prepared<{ readonly id: string }>(createText, [JSON.stringify(rows)]), (inserted) => {
-          const byId = new Map(inserted.map((row) => [row.id, row]))
-          return inputs.map((input) => {
-            const row = byId.get(input.id)
-            return Exit.succeed(row === undefined ? [] : [row])
-          })
-        })
-      }
+      run: createAll,
+      omit: [SqlClient.TransactionConnection]
     })
     const create = (input: NewRun) =>
       Effect.gen(function*() {
-        const inserted = yield* insertRuns(input)
+        // Inside the caller's transaction (e.g. a webhook recorded with the run it starts) the insert
+        // runs alone on the transaction's connection: a batch runs on a connection of its own.
+        const inserted = (yield* inTransaction)
+          ? yield* Effect.flatMap(createAll([input]), ([exit]) => exit)
+          : yield* insertRuns(input)
         if (inserted.length > 0) return { run: yield* decodeRun("create")(inserted[0]), created: true }
         const existing = yield* selectRun(input.id)
         if (existing.length === 0) return yield* Effect.dieMessage(`run "${input.id}" neither inserted nor found`)
@@ -538,22 +547,27 @@ export const make = (
     /** `get`s of concurrent callers (e.g. many `result` waiters woken at once) share one statement. */
     const selectRunsText = `SELECT ${columns} FROM ${t.runs} WHERE id = ANY($1::text[])`
     let getSeq = 0
+    const getAll = (ids: ReadonlyArray<string>) =>
+      Effect.map(prepared<{ readonly id: string }>(selectRunsText, [ids]), (rows) => {
+        const byId = new Map(rows.map((row) => [row.id, row]))
+        return ids.map((id) => {
+          const row = byId.get(id)
+          return Exit.succeed(row === undefined ? [] : [row])
+        })
+      })
     const getBatched = yield* Batcher.make<string, ReadonlyArray<unknown>, never, SqlError>({
       key: () => String(getSeq++),
       maxInFlight: batchSlots,
       maxBatch,
-      run: (ids) =>
-        Effect.map(prepared<{ readonly id: string }>(selectRunsText, [ids]), (rows) => {
-          const byId = new Map(rows.map((row) => [row.id, row]))
-          return ids.map((id) => {
-            const row = byId.get(id)
-            return Exit.succeed(row === undefined ? [] : [row])
-          })
-        })
+      run: getAll,
+      omit: [SqlClient.TransactionConnection]
     })
 
     const get = (runId: string) =>
-      getBatched(runId).pipe(
+      Effect.flatMap(
+        inTransaction,
+        (yes) => yes ? Effect.flatMap(getAll([runId]), ([exit]) => exit) : getBatched(runId)
+      ).pipe(
         mapSqlError("get"),
         Effect.flatMap((rows) =>
           rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(decodeRun("get")(rows[0]), Option.some)
