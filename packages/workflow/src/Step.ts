@@ -7,12 +7,12 @@
  * @since 0.1.0
  */
 import type { Schedule } from "effect"
-import { Effect, Schema } from "effect"
+import { Duration, Effect, Schema } from "effect"
 import { WorkflowContext } from "./internal/run.js"
 import * as Run from "./internal/run.js"
 import type { StepInfo } from "./internal/step.js"
-import { StepDefect } from "./WorkflowError.js"
 import { execute, StepContext } from "./internal/step.js"
+import { StepDefect, StepTimeout } from "./WorkflowError.js"
 
 export {
   /**
@@ -39,18 +39,26 @@ export type {
  * @since 0.1.0
  * @category models
  */
-export interface Options<A, I, E, EI, R2> {
+export interface Options<A, I, E, EI, R2, T = never> {
   /** Encodes the result for the journal and decodes it on replay. */
   readonly success: Schema.Schema<A, I>
   /** Encodes terminal failures for the journal; only these errors are retried. Default: none. */
   readonly error?: Schema.Schema<E, EI> | undefined
   /**
-   * Retry policy for the errors above. Default: exponential from 100 ms, factor 2, jittered,
-   * capped at 10 s, 5 attempts (`WorkflowConfig.defaultRetry`). `Schedule.stop` never retries.
+   * Retry policy for the errors above (and `StepTimeout` when `timeout` is set). Default:
+   * exponential from 100 ms, factor 2, jittered, capped at 10 s, 5 attempts
+   * (`WorkflowConfig.defaultRetry`). `Schedule.stop` never retries.
    */
-  readonly retry?: Schedule.Schedule<unknown, NoInfer<E>> | undefined
-  /** Which declared errors are worth retrying (default: all). Others are terminal at once. */
-  readonly retryOn?: ((error: NoInfer<E>) => boolean) | undefined
+  readonly retry?: Schedule.Schedule<unknown, NoInfer<E> | T> | undefined
+  /** Which declared errors (and step timeouts) are worth retrying (default: all). Others are terminal at once. */
+  readonly retryOn?: ((error: NoInfer<E> | T) => boolean) | undefined
+  /**
+   * Limits each attempt: an attempt still running after `timeout` is interrupted and fails with
+   * `StepTimeout`, which is retried per `retry` like a declared error; when the retries are
+   * exhausted the step fails with `StepTimeout` (journaled). The step's error type then includes
+   * `StepTimeout`. Default: no limit.
+   */
+  readonly timeout?: Duration.DurationInput | undefined
   /**
    * Registers a compensation for a successful step: when the workflow fails terminally or is
    * cancelled, compensations run in reverse order, each journaled as its own step (key
@@ -71,17 +79,30 @@ const validateName = (state: Run.RunState, name: string): Effect.Effect<void> =>
     )
     : Effect.void
 
+/**
+ * Options of a step with a per-attempt `timeout`: the retry policy also sees `StepTimeout`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TimedOptions<A, I, E, EI, R2> extends Options<A, I, E, EI, R2, StepTimeout> {
+  readonly timeout: Duration.DurationInput
+}
+
 const runStep = <A, I, E, EI, R, R2>(
   kind: "step" | "transaction",
   name: string,
-  options: Options<A, I, E, EI, R2>,
+  options: Options<A, I, E, EI, R2, unknown>,
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, Exclude<R | R2, StepContext> | WorkflowContext> =>
   Effect.gen(function*() {
     const state = yield* WorkflowContext
     yield* validateName(state, name)
     const key = Run.nextKey(state, name)
-    const error = (options.error ?? Schema.Never) as Schema.Schema<E, EI>
+    const timeoutMs = options.timeout === undefined ? undefined : Duration.toMillis(Duration.decode(options.timeout))
+    const declared = options.error ?? Schema.Never
+    // a step with a timeout journals `StepTimeout` next to its declared errors
+    const error = (timeoutMs === undefined ? declared : Schema.Union(declared, StepTimeout)) as Schema.Schema<E, EI>
     const previous = yield* Run.replay(state, key, kind)
     const seq = previous?.seq ?? state.nextSeq++
     let value: A
@@ -93,7 +114,7 @@ const runStep = <A, I, E, EI, R, R2>(
       // Also for a step whose start marker is journaled: running it while journaled steps are still
       // unreplayed would execute a side effect in a replay that contradicts the journal.
       yield* Run.checkFrontier(state, key)
-      yield* Run.checkCancel(state)
+      yield* Run.checkStop(state)
       value = yield* execute(state, {
         key,
         seq,
@@ -103,6 +124,7 @@ const runStep = <A, I, E, EI, R, R2>(
         retry: options.retry,
         retryOn: options.retryOn,
         journalFailure: true,
+        timeoutMs,
         effect
       }, previous)
     }
@@ -132,7 +154,12 @@ export const run: {
   <R>(name: string, effect: Effect.Effect<void, never, R>): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
   <A, I, R, E = never, EI = never, R2 = never>(
     name: string,
-    options: Options<A, I, E, EI, R2>,
+    options: TimedOptions<A, I, E, EI, R2>,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | StepTimeout, Exclude<R | R2, StepContext> | WorkflowContext>
+  <A, I, R, E = never, EI = never, R2 = never>(
+    name: string,
+    options: Options<A, I, E, EI, R2> & { readonly timeout?: undefined },
     effect: Effect.Effect<A, E, R>
   ): Effect.Effect<A, E, Exclude<R | R2, StepContext> | WorkflowContext>
 } = (name: string, ...args: Array<any>): any =>
@@ -153,7 +180,12 @@ export const transaction: {
   <R>(name: string, effect: Effect.Effect<void, never, R>): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
   <A, I, R, E = never, EI = never, R2 = never>(
     name: string,
-    options: Options<A, I, E, EI, R2>,
+    options: TimedOptions<A, I, E, EI, R2>,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | StepTimeout, Exclude<R | R2, StepContext> | WorkflowContext>
+  <A, I, R, E = never, EI = never, R2 = never>(
+    name: string,
+    options: Options<A, I, E, EI, R2> & { readonly timeout?: undefined },
     effect: Effect.Effect<A, E, R>
   ): Effect.Effect<A, E, Exclude<R | R2, StepContext> | WorkflowContext>
 } = (name: string, ...args: Array<any>): any =>

@@ -10,8 +10,10 @@ import { hostname } from "node:os"
 import type { Fiber } from "effect"
 import { Clock, Duration, Effect, ExecutionStrategy, Layer, Queue, Random, Schedule, Scope, Stream } from "effect"
 import * as Engine from "./internal/engine.js"
+import * as Retention from "./internal/retention.js"
 import { Hooks } from "./internal/run.js"
 import type * as Workflow from "./Workflow.js"
+import type { PeriodicPurgeOptions } from "./WorkflowClient.js"
 import { WorkflowConfig } from "./WorkflowConfig.js"
 import type { RunRecord } from "./WorkflowStore.js"
 import { WorkflowStore } from "./WorkflowStore.js"
@@ -27,6 +29,11 @@ export interface Options<W extends ReadonlyArray<Workflow.Any>> {
   readonly concurrency?: number | undefined
   /** Identifies the worker in leases. Default: host name, process ID and a random suffix. */
   readonly workerId?: string | undefined
+  /**
+   * Deletes finished runs periodically, as `WorkflowClient.purge` does: once when the worker starts,
+   * then every `every`. Off by default. Several workers may purge at the same time.
+   */
+  readonly purge?: PeriodicPurgeOptions | undefined
 }
 
 /**
@@ -54,6 +61,8 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
     const wake = yield* Queue.sliding<void>(1)
     const scope = yield* Effect.scope
     const notify = Queue.offer(wake, undefined)
+
+    yield* Retention.periodic(options.purge)
 
     // Wake-up hints: new or woken runs of our workflows.
     yield* store.events.pipe(

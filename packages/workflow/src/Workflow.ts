@@ -1,8 +1,8 @@
 /**
  * Workflows: named, typed, durable Effect programs. `Workflow.make` declares one (its name is
  * stored with every run, its Schemas encode what is journaled); `implement` gives the layer a
- * `Worker` needs to execute it. Inside a body, `Workflow.sleep`, `Workflow.awaitSignal` and
- * `Workflow.patched` are journaled like steps.
+ * `Worker` needs to execute it. Inside a body, `Workflow.sleep`, `Workflow.awaitSignal`,
+ * `Workflow.child` and `Workflow.patched` are journaled like steps.
  *
  * @since 0.1.0
  */
@@ -11,7 +11,14 @@ import { Clock, Context, Duration, Effect, Layer, Schema } from "effect"
 import * as Codec from "./internal/codec.js"
 import * as Run from "./internal/run.js"
 import { WorkflowContext } from "./internal/run.js"
-import { JournalDecodeError, SignalTimeout, StepDefect } from "./WorkflowError.js"
+import {
+  ChildWorkflowFailed,
+  JournalDecodeError,
+  JournalMismatch,
+  SignalTimeout,
+  StepDefect,
+  WorkflowTimeout
+} from "./WorkflowError.js"
 
 export {
   /**
@@ -23,6 +30,8 @@ export {
    */
   WorkflowContext
 }
+
+export { type CatchUp, schedule, type ScheduleOptions } from "./internal/cron.js"
 
 /**
  * @since 0.1.0
@@ -67,6 +76,8 @@ export interface Workflow<
   readonly errorSchema: Error
   /** The workflow ID of a payload; `undefined` when the definition has no `idempotencyKey`. */
   readonly idempotencyKey: ((payload: Payload["Type"]) => string) | undefined
+  /** How long a run may take from its creation; `undefined`: no limit. */
+  readonly timeout: Duration.Duration | undefined
   readonly tag: Context.Tag<Handler<Name>, HandlerService>
   /**
    * The implementation of this workflow as a layer for a `Worker`. The body's requirements are
@@ -87,6 +98,7 @@ export interface Any {
   readonly successSchema: S.Schema.AnyNoContext
   readonly errorSchema: S.Schema.All
   readonly idempotencyKey: ((payload: any) => string) | undefined
+  readonly timeout?: Duration.Duration | undefined
   readonly tag: Context.Tag<any, HandlerService>
 }
 
@@ -112,40 +124,71 @@ export type ErrorOf<W extends Any> = W["errorSchema"]["Type"]
 export type HandlerOf<W extends Any> = W extends Workflow<infer Name, any, any, any> ? Handler<Name> : never
 
 /**
- * Declares a workflow. `name` is stored with every run and must stay stable; `idempotencyKey`
- * maps a payload to its workflow ID (starting the same ID twice returns the existing run).
- * `success` defaults to `Schema.Void`, `error` to `Schema.Never`.
+ * The options of `Workflow.make`.
  *
  * @since 0.1.0
- * @category constructors
+ * @category models
  */
-export const make = <
-  const Name extends string,
-  Payload extends S.Schema.AnyNoContext,
-  Success extends S.Schema.AnyNoContext = typeof Schema.Void,
-  Error extends S.Schema.All = typeof Schema.Never
->(options: {
+export interface MakeOptions<Name extends string, Payload extends S.Schema.AnyNoContext, Success, Error> {
   readonly name: Name
   readonly payload: Payload
   readonly success?: Success | undefined
   readonly error?: Error | undefined
   readonly idempotencyKey?: ((payload: Payload["Type"]) => string) | undefined
-}): Workflow<Name, Payload, Success, Error> => {
-  const tag = Context.GenericTag<Handler<Name>, HandlerService>(`@memento/workflow/Handler/${options.name}`)
-  const self: Workflow<Name, Payload, Success, Error> = {
+  /**
+   * How long a run may take, counted from its creation (durable: the deadline holds across
+   * replays, crashes, sleeps and waits). A run unfinished at its deadline fails with
+   * `WorkflowTimeout`, which is added to the workflow's error type, and compensates.
+   */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * Declares a workflow. `name` is stored with every run and must stay stable; `idempotencyKey`
+ * maps a payload to its workflow ID (starting the same ID twice returns the existing run).
+ * `success` defaults to `Schema.Void`, `error` to `Schema.Never`. With `timeout`, the error
+ * Schema is `Schema.Union(error, WorkflowTimeout)`: `WorkflowTimeout` is one of the workflow's
+ * errors, returned typed by `client.result` and by a parent's `Workflow.child`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: {
+  <
+    const Name extends string,
+    Payload extends S.Schema.AnyNoContext,
+    Success extends S.Schema.AnyNoContext = typeof Schema.Void,
+    Error extends S.Schema.All = typeof Schema.Never
+  >(
+    options: MakeOptions<Name, Payload, Success, Error> & { readonly timeout: Duration.DurationInput }
+  ): Workflow<Name, Payload, Success, S.Union<[Error, typeof WorkflowTimeout]>>
+  <
+    const Name extends string,
+    Payload extends S.Schema.AnyNoContext,
+    Success extends S.Schema.AnyNoContext = typeof Schema.Void,
+    Error extends S.Schema.All = typeof Schema.Never
+  >(
+    options: MakeOptions<Name, Payload, Success, Error> & { readonly timeout?: undefined }
+  ): Workflow<Name, Payload, Success, Error>
+} = (options: MakeOptions<string, S.Schema.AnyNoContext, S.Schema.AnyNoContext, S.Schema.All>): any => {
+  const tag = Context.GenericTag<Handler<string>, HandlerService>(`@memento/workflow/Handler/${options.name}`)
+  const timeout = options.timeout === undefined ? undefined : Duration.decode(options.timeout)
+  const declared: S.Schema.All = options.error ?? Schema.Never
+  type Self = Workflow<string, S.Schema.AnyNoContext, S.Schema.AnyNoContext, S.Schema.All>
+  const self: Self = {
     name: options.name,
     payloadSchema: options.payload,
-    successSchema: (options.success ?? Schema.Void) as Success,
-    errorSchema: (options.error ?? Schema.Never) as Error,
+    successSchema: options.success ?? Schema.Void,
+    errorSchema: timeout === undefined ? declared : Schema.Union(declared, WorkflowTimeout),
     idempotencyKey: options.idempotencyKey,
+    timeout,
     tag,
-    implement: <R>(body: (payload: Payload["Type"]) => Effect.Effect<Success["Type"], Error["Type"], R>) =>
+    implement: <R>(body: (payload: unknown) => Effect.Effect<unknown, unknown, R>) =>
       Layer.effect(
         tag,
         Effect.map(Effect.context<Exclude<R, WorkflowContext>>(), (context): HandlerService => ({
           workflow: self,
-          execute: (payload) =>
-            Effect.provide(body(payload as Payload["Type"]), context) as Effect.Effect<unknown, unknown, WorkflowContext>
+          execute: (payload) => Effect.provide(body(payload), context) as Effect.Effect<unknown, unknown, WorkflowContext>
         }))
       )
   }
@@ -172,6 +215,12 @@ const validName = (state: Run.RunState, name: string): Effect.Effect<void> =>
     )
     : Effect.void
 
+const spanAttributes = (state: Run.RunState, key: string) => ({
+  "workflow.id": state.runId,
+  "workflow.name": state.workflowName,
+  "step.key": key
+})
+
 /** On replay, a wake time this close is waited for in process (clocks of workers and database differ). */
 const replayToleranceMs = 1_000
 
@@ -193,9 +242,10 @@ export const sleep = (name: string, duration: Duration.DurationInput): Effect.Ef
     let wakeAt: number
     let seq: number
     let startedAt: number
+    yield* Effect.annotateCurrentSpan(spanAttributes(state, key))
     if (previous === undefined) {
       yield* Run.checkFrontier(state, key)
-      yield* Run.checkCancel(state)
+      yield* Run.checkStop(state)
       wakeAt = now + Duration.toMillis(duration)
       seq = state.nextSeq++
       startedAt = now
@@ -210,14 +260,14 @@ export const sleep = (name: string, duration: Duration.DurationInput): Effect.Ef
           new JournalDecodeError({ workflowId: state.runId, stepKey: key, message: "journaled sleep has no wake time" })
         )
       }
-      yield* Run.checkCancel(state)
+      yield* Run.checkStop(state)
       wakeAt = journaled
       seq = previous.seq
       startedAt = previous.startedAt
     }
     const remaining = wakeAt - now
     if (remaining > (previous === undefined ? 0 : replayToleranceMs)) {
-      return yield* Run.halt(state, { _tag: "Suspend", status: "sleeping", runnableAt: wakeAt })
+      return yield* Run.halt(state, { _tag: "Suspend", status: "sleeping", runnableAt: Run.wakeTime(state, wakeAt) })
     }
     if (remaining > 0) yield* Effect.sleep(remaining)
     Run.buffer(state, [
@@ -232,7 +282,7 @@ export const sleep = (name: string, duration: Duration.DurationInput): Effect.Ef
         meta: JSON.stringify({ wakeAt })
       })
     ])
-  }).pipe(Effect.withSpan("memento.sleep", { attributes: { "step.key": name } }))
+  }).pipe(Effect.withSpan("memento.sleep"))
 
 /**
  * Waits durably for a signal named `name` sent with `WorkflowClient.signal`; signals sent before
@@ -258,14 +308,15 @@ export const awaitSignal = <A, I>(
     let deadline: number | null
     let seq: number
     let startedAt: number
+    yield* Effect.annotateCurrentSpan(spanAttributes(state, key))
     if (previous === undefined) {
       yield* Run.checkFrontier(state, key)
-      yield* Run.checkCancel(state)
+      yield* Run.checkStop(state)
       deadline = options?.timeout === undefined ? null : now + Duration.toMillis(options.timeout)
       seq = state.nextSeq++
       startedAt = now
     } else {
-      yield* Run.checkCancel(state)
+      yield* Run.checkStop(state)
       const journaled = Codec.metaField(previous.meta, "deadline")
       deadline = typeof journaled === "number" ? journaled : null
       seq = previous.seq
@@ -318,8 +369,189 @@ export const awaitSignal = <A, I>(
     if (previous === undefined) {
       Run.buffer(state, [Run.entry({ key, seq, kind: "signal", status: "started", attempts: 1, startedAt, meta: meta({}) })])
     }
-    return yield* Run.halt(state, { _tag: "Suspend", status: "waiting", runnableAt: deadline })
-  }).pipe(Effect.withSpan("memento.awaitSignal", { attributes: { "step.key": name } }))
+    return yield* Run.halt(state, { _tag: "Suspend", status: "waiting", runnableAt: Run.wakeTime(state, deadline) })
+  }).pipe(Effect.withSpan("memento.awaitSignal"))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChildOptions {
+  /**
+   * The step name of the child in the parent's journal (default: the child workflow's name). The
+   * child's workflow ID is `<parent ID>/<step key>`, e.g. `order-1/payment` or `order-1/payment#2`.
+   */
+  readonly name?: string | undefined
+}
+
+/**
+ * Runs another workflow as a journaled step of this one and returns its result. The child is
+ * started idempotently with the workflow ID `<parent ID>/<step key>` (a replay or a crash of the
+ * parent never starts it twice) and executes on any worker that registered its workflow. Meanwhile
+ * the parent is `waiting` and holds no worker; the child's final commit wakes it atomically.
+ *
+ * The child's success is decoded with its success Schema; a child that fails with its declared
+ * error fails this step with that error (its `WorkflowTimeout` too, if it has a timeout); a child
+ * that was cancelled or parked (`needs_attention`, `dead`) fails it with `ChildWorkflowFailed`.
+ * The outcome is journaled: a replay returns it without touching the child. When the parent is
+ * cancelled, times out or ends while a child it started is unfinished, that child is cancelled.
+ *
+ * @since 0.1.0
+ * @category child workflows
+ */
+export const child = <W extends Any>(
+  workflow: W,
+  payload: PayloadOf<W>,
+  options?: ChildOptions
+): Effect.Effect<SuccessOf<W>, ErrorOf<W> | ChildWorkflowFailed, WorkflowContext> =>
+  Effect.gen(function*() {
+    const state = yield* WorkflowContext
+    const name = options?.name ?? workflow.name
+    yield* validName(state, name)
+    const key = Run.nextKey(state, name)
+    yield* Effect.annotateCurrentSpan({ ...spanAttributes(state, key), "child.workflow": workflow.name })
+    const errorSchema = Schema.Union(workflow.errorSchema as S.Schema<ErrorOf<W>, unknown>, ChildWorkflowFailed)
+    const previous = yield* Run.replay(state, key, "child")
+    if (previous?.status === "succeeded") {
+      return yield* Run.decode(state, workflow.successSchema, previous.output, "child output", key)
+    }
+    if (previous?.status === "failed") {
+      return yield* Effect.flatMap(Run.decode(state, errorSchema, previous.error, "child error", key), Effect.fail)
+    }
+    const childId = `${state.runId}/${key}`
+    const payloadText = (yield* Run.encode(state, workflow.payloadSchema, payload, `payload of child "${key}"`, key)) ??
+      "null"
+    const meta = JSON.stringify({ childId, workflow: workflow.name })
+    let seq: number
+    let startedAt: number
+    const create = Effect.gen(function*() {
+      const created = yield* state.store.create({
+        id: childId,
+        workflow: workflow.name,
+        payload: payloadText,
+        parentId: state.runId
+      }).pipe(
+        Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+        Effect.catchAll((error) => Run.halt(state, { _tag: "Abandon", cause: error.message }))
+      )
+      const existing = created.run
+      if (
+        !created.created &&
+        (existing.workflow !== workflow.name || existing.payload !== payloadText || existing.parentId !== state.runId)
+      ) {
+        return yield* Run.park(
+          state,
+          new JournalMismatch({
+            workflowId: state.runId,
+            stepKey: key,
+            requested: key,
+            reason: `starts the child run "${childId}", but that run exists with ${
+              existing.workflow !== workflow.name
+                ? `the workflow "${existing.workflow}"`
+                : existing.payload !== payloadText
+                ? "another payload (did the code that computes it change?)"
+                : "another parent"
+            }`
+          })
+        )
+      }
+    })
+    if (previous === undefined) {
+      yield* Run.checkFrontier(state, key)
+      yield* Run.checkStop(state)
+      seq = state.nextSeq++
+      startedAt = yield* Clock.currentTimeMillis
+      // The fenced start marker comes first: a worker that lost its lease starts no child, and a
+      // parent that crashes after the child's creation finds the child in its journal.
+      yield* Run.flush(state, [
+        Run.entry({ key, seq, kind: "child", status: "started", attempts: 1, startedAt, meta })
+      ], [{ key, attempt: 1, outcome: "running", error: null, startedAt, endedAt: null }])
+      if (state.cancelRequested && state.phase === "body") yield* Run.stopBody(state, { _tag: "Cancel" })
+      state.openChildren.set(key, childId)
+      yield* Run.crashPoint(state, "before-step", key)
+      yield* create
+      yield* Run.crashPoint(state, "after-effect", key)
+    } else {
+      yield* Run.checkStop(state)
+      seq = previous.seq
+      startedAt = previous.startedAt
+    }
+
+    yield* Run.loadSignals(state)
+    let outcome: Run.ChildOutcome | undefined
+    let outcomeSeq = -1
+    for (const signal of state.signals) {
+      if (signal.name !== Run.childSignal || signal.seq < outcomeSeq) continue
+      const decoded = yield* Effect.either(Codec.decode(Run.ChildOutcome, signal.payload))
+      if (decoded._tag === "Right" && decoded.right.childId === childId) {
+        outcome = decoded.right
+        outcomeSeq = signal.seq
+      }
+    }
+    if (outcome === undefined) {
+      // after a crash between the start marker and the creation: the creation is idempotent
+      if (previous !== undefined) yield* create
+      return yield* Run.halt(state, { _tag: "Suspend", status: "waiting", runnableAt: Run.wakeTime(state, null) })
+    }
+
+    const now = yield* Clock.currentTimeMillis
+    const finished = (
+      fields: { readonly status: "succeeded"; readonly output: string | null } | {
+        readonly status: "failed"
+        readonly error: string | null
+        readonly message: string
+      }
+    ) => {
+      state.openChildren.delete(key)
+      Run.buffer(state, [
+        Run.entry({
+          key,
+          seq,
+          kind: "child",
+          status: fields.status,
+          attempts: 1,
+          startedAt,
+          completedAt: now,
+          meta,
+          ...(fields.status === "succeeded" ? { output: fields.output } : { error: fields.error })
+        })
+      ], [{
+        key,
+        attempt: 1,
+        outcome: fields.status,
+        error: fields.status === "failed" ? fields.message : null,
+        startedAt,
+        endedAt: now
+      }])
+    }
+    if (outcome.status === "succeeded") {
+      const value = yield* Run.decode(state, workflow.successSchema, outcome.output, "child output", key)
+      finished({ status: "succeeded", output: outcome.output })
+      return value
+    }
+    const runError = yield* Run.decodeRunError(outcome.error).pipe(
+      Effect.catchAll((message) =>
+        Run.park(
+          state,
+          new JournalDecodeError({ workflowId: state.runId, stepKey: key, message: `child run error: ${message}` })
+        )
+      )
+    )
+    const error: ErrorOf<W> | ChildWorkflowFailed = runError._tag === "Failure"
+      ? yield* Run.decode(state, errorSchema, JSON.stringify(runError.error), "child error", key)
+      : new ChildWorkflowFailed({
+        workflowId: childId,
+        workflow: workflow.name,
+        status: outcome.status === "dead" ? "dead" : outcome.status === "cancelled" ? "cancelled" : "needs_attention",
+        reason: runError._tag === "Cancelled" ? "the child run was cancelled" : runError.reason.message
+      })
+    finished({
+      status: "failed",
+      error: yield* Run.encode(state, errorSchema, error, `error of child "${key}"`, key),
+      message: `child run ended ${outcome.status}: ${Codec.errorMessage(error)}`
+    })
+    return yield* Effect.fail(error)
+  }).pipe(Effect.withSpan("memento.child"))
 
 /**
  * Lets in-flight runs keep an old code path while new runs take the new one: returns `true` (and

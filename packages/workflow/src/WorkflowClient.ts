@@ -1,6 +1,7 @@
 /**
- * The client starts, awaits, signals, cancels, resumes, lists and inspects runs. It needs only a
- * `WorkflowStore`, so it works in a process that runs no worker (an HTTP API, a CLI).
+ * The client starts, awaits, signals, cancels, resumes, retries, lists, inspects and purges runs.
+ * It needs only a `WorkflowStore`, so it works in a process that runs no worker (an HTTP API, a
+ * CLI).
  *
  * @since 0.1.0
  */
@@ -9,6 +10,7 @@ import type { Option, Schema as S } from "effect"
 import { Context, Duration, Effect, Exit, Layer, Option as O, ParseResult, Queue, Schema, Stream } from "effect"
 import * as Codec from "./internal/codec.js"
 import { decodeRunError } from "./internal/engine.js"
+import * as Retention from "./internal/retention.js"
 import type * as Workflow from "./Workflow.js"
 import { WorkflowConfig } from "./WorkflowConfig.js"
 import {
@@ -18,11 +20,21 @@ import {
   PayloadTooLarge,
   RunNotFound,
   RunParked,
+  UnknownStep,
   WorkflowCancelled,
   WorkflowIdConflict
 } from "./WorkflowError.js"
 import type { StoreError } from "./WorkflowError.js"
-import type { ListFilter, RunDetails, RunPage, RunRecord } from "./WorkflowStore.js"
+import type {
+  EntryKind,
+  JournalEntry,
+  ListFilter,
+  RunCount,
+  RunDetails,
+  RunPage,
+  RunRecord,
+  RunStatus
+} from "./WorkflowStore.js"
 import { parkedStatuses, terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
 
 /**
@@ -52,6 +64,45 @@ export type ResultError<W extends Workflow.Any> = Workflow.ErrorOf<W> | Workflow
 export interface StartOptions {
   /** The workflow ID; default: the workflow's `idempotencyKey(payload)`, else a random UUID. */
   readonly id?: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface RetryOptions {
+  /**
+   * The step to re-run from: a step name as written in `Step.run` (its first occurrence), or an
+   * exact journal key such as `charge#2`. Default: the step that failed (the failed entry journaled
+   * last), or — when the body failed outside any step — no step at all (only compensations are
+   * set aside, every step result is kept).
+   */
+  readonly fromStep?: string | undefined
+}
+
+/**
+ * What `purge` deletes: runs in one of `statuses` (default: every terminal status — succeeded,
+ * failed, compensated, cancelled) that completed more than `olderThan` ago, in batches of
+ * `batchSize` runs (default 1000), one short store transaction each. Unfinished and parked runs
+ * are never deleted, whatever `statuses` says.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PurgeOptions {
+  readonly olderThan: Duration.DurationInput
+  readonly statuses?: ReadonlyArray<RunStatus> | undefined
+  readonly batchSize?: number | undefined
+}
+
+/**
+ * A purge repeated by a worker every `every` (see `Worker.Options.purge`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PeriodicPurgeOptions extends PurgeOptions {
+  readonly every: Duration.DurationInput
 }
 
 /**
@@ -118,10 +169,37 @@ export interface Service {
   readonly cancel: (id: string) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError>
   /** Replays a `needs_attention` or `dead` run (after the code or data was fixed). */
   readonly resume: (id: string) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError>
+  /**
+   * Re-runs a `failed`, `compensated` or `cancelled` run from a step. The journal entries from that
+   * step on are archived — set aside as a new generation, no longer replayed, still shown by
+   * `inspect` — and the run becomes `pending`; earlier steps keep their results and are replayed.
+   *
+   * Also archived, whatever `fromStep` says: every compensation entry (so compensations run again
+   * if the re-run fails), and the entries of steps whose compensation ran (in a `compensated` or
+   * `cancelled` run): their effect was undone, so replaying their result would be wrong. Since a
+   * replay cannot skip a journaled step, a compensated run therefore re-runs from the earlier of
+   * `fromStep` and its first compensated step. Signals consumed by archived waits are delivered
+   * again to the re-run. Parked runs are resumed, not retried: other statuses fail with
+   * `InvalidRunState`; an unknown step fails with `UnknownStep` listing the run's steps.
+   */
+  readonly retry: (
+    id: string,
+    options?: RetryOptions
+  ) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | UnknownStep | StoreError>
   readonly get: (id: string) => Effect.Effect<RunRecord, RunNotFound | StoreError>
   readonly list: (filter?: ListFilter) => Effect.Effect<RunPage, StoreError>
-  /** The run with its journal, execution log (every attempt) and signals. */
+  /**
+   * The run with its journal, execution log (every attempt, including those archived by `retry`),
+   * signals and child runs.
+   */
   readonly inspect: (id: string) => Effect.Effect<RunDetails, RunNotFound | StoreError>
+  /**
+   * Deletes finished runs with their journal, execution log, signals and alerts, in batches until
+   * none is left; returns how many runs it deleted. Other work interleaves between batches.
+   */
+  readonly purge: (options: PurgeOptions) => Effect.Effect<number, StoreError>
+  /** Run counts by workflow and status. */
+  readonly stats: Effect.Effect<ReadonlyArray<RunCount>, StoreError>
 }
 
 /**
@@ -131,6 +209,54 @@ export interface Service {
 export class WorkflowClient extends Context.Tag("@memento/workflow/WorkflowClient")<WorkflowClient, Service>() {}
 
 const maxIdLength = 512
+
+/** Statuses `retry` applies to. */
+const retryableStatuses: ReadonlyArray<RunStatus> = ["failed", "compensated", "cancelled"]
+
+/** Entry kinds whose journaled failure ends a body: where a retry without `fromStep` starts. */
+const failingKinds: ReadonlyArray<EntryKind> = ["step", "transaction", "child", "signal"]
+
+const compensateSuffix = "#compensate"
+
+/**
+ * The journal keys a retry archives (see `Service.retry`): entries from the retry point on, where
+ * the retry point is the earliest of the requested (or failed) step and the first step whose
+ * compensation ran, plus every compensation entry.
+ */
+const retryPlan = (
+  runId: string,
+  entries: ReadonlyArray<JournalEntry>,
+  fromStep: string | undefined
+): Effect.Effect<ReadonlyArray<string>, UnknownStep> => {
+  const steps = entries.filter((entry) => entry.kind !== "compensation").sort((a, b) => a.seq - b.seq)
+  const seqOf = new Map(steps.map((entry) => [entry.key, entry.seq]))
+  let from = Infinity
+  if (fromStep !== undefined) {
+    const seq = seqOf.get(fromStep)
+    if (seq === undefined) {
+      return Effect.fail(
+        new UnknownStep({
+          workflowId: runId,
+          stepKey: fromStep,
+          steps: steps.filter((entry) => entry.kind !== "patch").map((entry) => entry.key)
+        })
+      )
+    }
+    from = seq
+  } else {
+    for (const entry of steps) {
+      if (entry.status === "failed" && failingKinds.includes(entry.kind)) from = entry.seq
+    }
+  }
+  for (const entry of entries) {
+    if (entry.kind !== "compensation" || !entry.key.endsWith(compensateSuffix)) continue
+    const undone = seqOf.get(entry.key.slice(0, -compensateSuffix.length))
+    if (undone !== undefined) from = Math.min(from, undone)
+  }
+  return Effect.succeed(
+    entries.filter((entry) => entry.kind === "compensation" || entry.seq >= from).map((entry) => entry.key)
+  )
+}
 
 /**
  * @since 0.1.0
@@ -286,6 +412,20 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
     return yield* store.requestCancel(id)
   })
 
+  const retry = Effect.fn("WorkflowClient.retry")(function*(id: string, options?: RetryOptions) {
+    const { entries, run } = yield* store.load(id)
+    if (!retryableStatuses.includes(run.status)) {
+      return yield* new InvalidRunState({
+        workflowId: id,
+        status: run.status,
+        operation: parkedStatuses.includes(run.status) ? "retry (resume it instead)" : "retry"
+      })
+    }
+    const archiveKeys = yield* retryPlan(id, entries, options?.fromStep)
+    // The store re-checks the status atomically: a concurrent retry or purge makes this one fail.
+    return yield* store.retry({ runId: id, archiveKeys, from: retryableStatuses })
+  })
+
   return WorkflowClient.of({
     start,
     result,
@@ -297,7 +437,10 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
     resume: (id) => store.resume(id),
     get: getRun,
     list: (filter) => store.list(filter ?? {}),
-    inspect: (id) => store.inspect(id)
+    inspect: (id) => store.inspect(id),
+    retry,
+    purge: (options) => Retention.purgeAll(store, options),
+    stats: store.stats
   })
 })
 

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import { Duration, Schema } from "effect"
 
 /**
  * A start used an existing workflow ID with a different payload or workflow name. Nothing ran.
@@ -139,6 +139,63 @@ export class SignalTimeout extends Schema.TaggedError<SignalTimeout>("@memento/S
 }
 
 /**
+ * The run did not finish before its deadline: its creation time plus the `timeout` of
+ * `Workflow.make`. It is part of the error type of every workflow that declares a timeout, so
+ * `client.result` returns it typed; the run compensates and ends `compensated` (or `failed`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkflowTimeout extends Schema.TaggedError<WorkflowTimeout>("@memento/WorkflowTimeout")(
+  "WorkflowTimeout",
+  { workflowId: Schema.String, timeoutMs: Schema.Number }
+) {
+  override get message() {
+    return `run "${this.workflowId}" did not finish within its timeout of ${Duration.format(this.timeoutMs)}`
+  }
+}
+
+/**
+ * An attempt of a step with a `timeout` ran longer than that. It is retried like a declared error;
+ * once retries are exhausted the step fails with it (journaled: a replay fails the same way).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StepTimeout extends Schema.TaggedError<StepTimeout>("@memento/StepTimeout")("StepTimeout", {
+  workflowId: Schema.String,
+  stepKey: Schema.String,
+  timeoutMs: Schema.Number
+}) {
+  override get message() {
+    return `an attempt of step "${this.stepKey}" of run "${this.workflowId}" took longer than ` +
+      Duration.format(this.timeoutMs)
+  }
+}
+
+/**
+ * A child workflow started with `Workflow.child` ended without a result or a declared error: it
+ * was cancelled, or it was parked (`needs_attention`, `dead`) and needs an operator. `reason` says
+ * why. A child that fails with its declared error fails the parent's child step with that error.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ChildWorkflowFailed extends Schema.TaggedError<ChildWorkflowFailed>("@memento/ChildWorkflowFailed")(
+  "ChildWorkflowFailed",
+  {
+    workflowId: Schema.String,
+    workflow: Schema.String,
+    status: Schema.Literal("cancelled", "needs_attention", "dead"),
+    reason: Schema.String
+  }
+) {
+  override get message() {
+    return `child run "${this.workflowId}" (${this.workflow}) ended ${this.status}: ${this.reason}`
+  }
+}
+
+/**
  * The run was cancelled (its compensations ran).
  *
  * @since 0.1.0
@@ -194,6 +251,24 @@ export class InvalidRunState extends Schema.TaggedError<InvalidRunState>("@memen
 ) {
   override get message() {
     return `cannot ${this.operation} run "${this.workflowId}" in status ${this.status}`
+  }
+}
+
+/**
+ * `retry({ fromStep })` named a step the run's journal does not hold. `steps` lists the keys it
+ * holds, in journal order (a name used again in one run has the keys `name#2`, `name#3`, ...).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnknownStep extends Schema.TaggedError<UnknownStep>("@memento/UnknownStep")("UnknownStep", {
+  workflowId: Schema.String,
+  stepKey: Schema.String,
+  steps: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `run "${this.workflowId}" has no step "${this.stepKey}"; its journal holds ` +
+      (this.steps.length === 0 ? "no steps" : this.steps.map((step) => `"${step}"`).join(", "))
   }
 }
 

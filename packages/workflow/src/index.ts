@@ -1,7 +1,15 @@
 /**
  * @since 0.1.0
  */
+export * as Alerts from "./Alerts.js"
+/**
+ * @since 0.1.0
+ */
 export * as MemoryStore from "./MemoryStore.js"
+/**
+ * @since 0.1.0
+ */
+export * as Metrics from "./Metrics.js"
 /**
  * @since 0.1.0
  */

@@ -1,30 +1,43 @@
 import type { Schema as S } from "effect"
-import { Cause, Clock, Deferred, Effect, Either, Exit, Option, Schema } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Either, Exit, Metric, Option, Schema } from "effect"
+import * as Metrics from "../Metrics.js"
 import type { HandlerService } from "../Workflow.js"
 import type { Settings } from "../WorkflowConfig.js"
 import type { ParkReason as ParkReasonType } from "../WorkflowError.js"
-import { CompensationFailed, JournalDecodeError, ParkReason, RecoveryLimitReached, StepDefect } from "../WorkflowError.js"
-import type { RunRecord, RunTransition, WorkflowStore } from "../WorkflowStore.js"
+import {
+  CompensationFailed,
+  JournalDecodeError,
+  RecoveryLimitReached,
+  RunNotFound,
+  StepDefect,
+  WorkflowTimeout
+} from "../WorkflowError.js"
+import type { RunRecord, RunStatus, RunTransition, SignalDelivery, WorkflowStore } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { Hooks, RunState, StopReason } from "./run.js"
 import * as Run from "./run.js"
 import { execute } from "./step.js"
 
-/**
- * What a run's `error` column holds: the encoded workflow error, a cancellation, or why the run
- * was parked (with the workflow error that started the compensation, if any).
- */
-export const RunError = Schema.Union(
-  Schema.TaggedStruct("Failure", { error: Schema.Unknown }),
-  Schema.TaggedStruct("Cancelled", {}),
-  Schema.TaggedStruct("Parked", { reason: ParkReason, failure: Schema.optional(Schema.Unknown) })
-)
-export type RunError = typeof RunError.Type
+export { decodeRunError, encodeRunError, RunError } from "./run.js"
 
-export const encodeRunError = (error: RunError): string => JSON.stringify(Schema.encodeSync(RunError)(error))
-
-export const decodeRunError = (text: string | null): Effect.Effect<RunError, string> =>
-  text === null ? Effect.fail("the run has no error recorded") : Codec.decode(RunError, text)
+/** The counter of runs that ended with `status`. */
+const finishedCounter = (status: RunStatus): Metric.Metric.Counter<number> | undefined => {
+  switch (status) {
+    case "succeeded":
+      return Metrics.runsSucceeded
+    case "failed":
+      return Metrics.runsFailed
+    case "compensated":
+      return Metrics.runsCompensated
+    case "cancelled":
+      return Metrics.runsCancelled
+    case "needs_attention":
+    case "dead":
+      return Metric.tagged(Metrics.runsParked, "status", status)
+    default:
+      return undefined
+  }
+}
 
 type Failure = { readonly _tag: "Failure"; readonly error: unknown } | { readonly _tag: "Cancelled" }
 
@@ -118,6 +131,9 @@ export const executeRun = (options: {
       return { _tag: "Abandoned", cause: snapshot.left.message } as const
     }
     const loaded = snapshot._tag === "Right" ? snapshot.right : undefined
+    const timeoutMs = workflow.timeout === undefined ? null : Duration.toMillis(workflow.timeout)
+    const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) => Metric.tagged(metric, "workflow", run.workflow)
+    if (fresh) yield* Metric.increment(tagged(Metrics.runsStarted))
     const state = yield* Run.makeState({
       runId: run.id,
       workflowName: run.workflow,
@@ -129,19 +145,75 @@ export const executeRun = (options: {
       signals: loaded?.signals ?? [],
       signalsLoaded: !fresh,
       cancelRequested: (loaded?.run.cancelRequested ?? false) || run.cancelRequested,
-      leaseConfirmedAt: claimedBy
+      leaseConfirmedAt: claimedBy,
+      deadline: timeoutMs === null ? null : run.createdAt + timeoutMs,
+      timeoutMs
     })
 
+    /**
+     * A child run's final (or parking) commit tells its parent, in the same atomic write: the
+     * parent's `Workflow.child` finds the outcome among its signals, and a waiting parent is woken.
+     */
+    const notifyParent = (
+      status: RunStatus,
+      change: Omit<RunTransition, "status" | "runnableAt" | "release">
+    ): SignalDelivery | undefined =>
+      run.parentId === null ? undefined : {
+        runId: run.parentId,
+        name: Run.childSignal,
+        signalId: `${run.id}@${run.epoch}`,
+        payload: JSON.stringify(Schema.encodeSync(Run.ChildOutcome)({
+          childId: run.id,
+          workflow: run.workflow,
+          status,
+          output: change.output ?? null,
+          error: change.error ?? null
+        }))
+      }
+
     const finish = (status: RunTransition["status"], change: Omit<RunTransition, "status" | "runnableAt" | "release">) =>
-      Effect.as(transition(state, { status, runnableAt: null, release: true, ...change }), status)
+      Effect.gen(function*() {
+        const signal = notifyParent(status, change)
+        yield* transition(state, {
+          status,
+          runnableAt: null,
+          release: true,
+          ...change,
+          ...(signal === undefined ? {} : { signal })
+        })
+        const counter = finishedCounter(status)
+        if (counter !== undefined) yield* Metric.increment(tagged(counter))
+        return status
+      })
+
+    /**
+     * Children this run started and no longer awaits are cancelled before it compensates or ends.
+     * A store that keeps failing abandons the run: the next execution cancels them again.
+     */
+    const cancelChildren = Effect.suspend(() =>
+      Effect.forEach(
+        [...state.openChildren.values()],
+        (childId) =>
+        store.requestCancel(childId).pipe(
+          Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+          Effect.catchAll((error) =>
+            error instanceof RunNotFound // the parent crashed between the child's start marker and its creation
+              ? Effect.void
+              : Run.halt(state, { _tag: "Abandon", cause: error.message })
+          )
+        ),
+        { discard: true }
+      )
+    )
 
     const parkWith = (reason: ParkReasonType, failure?: unknown) =>
       finish(reason._tag === "RecoveryLimitReached" ? "dead" : "needs_attention", {
-        error: encodeRunError({ _tag: "Parked", reason, ...(failure === undefined ? {} : { failure }) })
+        error: Run.encodeRunError({ _tag: "Parked", reason, ...(failure === undefined ? {} : { failure }) })
       })
 
     const compensate = (failure: Failure) =>
       Effect.gen(function*() {
+        yield* cancelChildren
         state.phase = "compensation"
         const compensations = [...state.compensations].sort((a, b) => b.seq - a.seq)
         const failedKeys: Array<string> = []
@@ -181,7 +253,7 @@ export const executeRun = (options: {
           )
         }
         const status = failure._tag === "Cancelled" ? "cancelled" : compensations.length > 0 ? "compensated" : "failed"
-        return yield* finish(status, { error: encodeRunError(failure) })
+        return yield* finish(status, { error: Run.encodeRunError(failure) })
       })
 
     const afterBody = (exit: Exit.Exit<unknown, unknown>) =>
@@ -189,6 +261,7 @@ export const executeRun = (options: {
         if (Exit.isSuccess(exit)) {
           yield* Run.checkFrontier(state, null)
           const output = yield* Run.encode(state, workflow.successSchema, exit.value, "workflow output", "(output)")
+          yield* cancelChildren
           return yield* finish("succeeded", { output, error: null })
         }
         const failure = Cause.failureOption(exit.cause)
@@ -216,6 +289,15 @@ export const executeRun = (options: {
           return settle(parkWith(reason.reason))
         case "Cancel":
           return settle(compensate({ _tag: "Cancelled" }))
+        case "Timeout":
+          return settle(Effect.gen(function*() {
+            const error = Schema.encodeSync(WorkflowTimeout)(
+              new WorkflowTimeout({ workflowId: state.runId, timeoutMs: timeoutMs ?? 0 })
+            )
+            const status = yield* compensate({ _tag: "Failure", error })
+            yield* Metric.increment(tagged(Metrics.runsTimedOut))
+            return status
+          }))
         case "Suspend": {
           const maxSignal = state.signals.reduce((max, signal) => Math.max(max, signal.seq), 0)
           // A cancel requested while the run was running does not wake it when it suspends; the
@@ -266,9 +348,22 @@ export const executeRun = (options: {
         )
       )
     }
+    // At the deadline, a body busy with new work (a step attempt, a retry delay, an in-process wait)
+    // is interrupted; a body still replaying its journal stops at its next boundary instead
+    // (`Run.checkDeadline`), so that the compensations of every journaled step are registered.
+    const deadline = state.deadline
+    const deadlineTimer = deadline === null ? Effect.never : Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      yield* Effect.sleep(Duration.millis(Math.max(0, deadline - now)))
+      for (let i = 0; i < 3; i++) yield* Effect.yieldNow()
+      return yield* state.unconsumed === 0 ? Run.halt(state, { _tag: "Timeout" }) : Effect.never
+    })
     const body = yield* phase(
       state,
-      Effect.exit(Effect.provideService(handler.execute(payload.right), Run.WorkflowContext, state))
+      Effect.raceFirst(
+        Effect.exit(Effect.provideService(handler.execute(payload.right), Run.WorkflowContext, state)),
+        deadlineTimer
+      )
     )
     if (body._tag === "Stopped") return yield* onStopped(body.reason)
     return yield* settle(afterBody(body.value))
@@ -276,5 +371,9 @@ export const executeRun = (options: {
     Effect.withSpan("memento.run", {
       attributes: { "workflow.id": options.run.id, "workflow.name": options.run.workflow, "run.epoch": options.run.epoch }
     }),
-    Effect.annotateLogs({ "workflow.id": options.run.id, "workflow.name": options.run.workflow })
+    Effect.annotateLogs({ "workflow.id": options.run.id, "workflow.name": options.run.workflow }),
+    (execution) => {
+      const active = Metric.tagged(Metrics.activeRuns, "worker", options.run.leaseOwner ?? "unknown")
+      return Effect.zipRight(Metric.increment(active), Effect.ensuring(execution, Metric.modify(active, -1)))
+    }
   )

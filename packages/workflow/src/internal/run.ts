@@ -1,11 +1,25 @@
-import type { Schema } from "effect"
-import { Clock, Context, Deferred, Effect, ParseResult } from "effect"
+import { Clock, Context, Deferred, Effect, ParseResult, Schema } from "effect"
 import type { Settings } from "../WorkflowConfig.js"
-import type { ParkReason } from "../WorkflowError.js"
-import { JournalDecodeError, JournalMismatch, PayloadTooLarge } from "../WorkflowError.js"
+import { JournalDecodeError, JournalMismatch, ParkReason, PayloadTooLarge } from "../WorkflowError.js"
 import type { AttemptRecord, EntryKind, JournalEntry, RunStatus, SignalRecord } from "../WorkflowStore.js"
 import { WorkflowStore } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
+
+/**
+ * What a run's `error` column holds: the encoded workflow error, a cancellation, or why the run
+ * was parked (with the workflow error that started the compensation, if any).
+ */
+export const RunError = Schema.Union(
+  Schema.TaggedStruct("Failure", { error: Schema.Unknown }),
+  Schema.TaggedStruct("Cancelled", {}),
+  Schema.TaggedStruct("Parked", { reason: ParkReason, failure: Schema.optional(Schema.Unknown) })
+)
+export type RunError = typeof RunError.Type
+
+export const encodeRunError = (error: RunError): string => JSON.stringify(Schema.encodeSync(RunError)(error))
+
+export const decodeRunError = (text: string | null): Effect.Effect<RunError, string> =>
+  text === null ? Effect.fail("the run has no error recorded") : Codec.decode(RunError, text)
 
 /** Why the current phase of a run stopped before its effect finished. */
 export type StopReason =
@@ -14,8 +28,9 @@ export type StopReason =
     readonly status: Extract<RunStatus, "sleeping" | "waiting">
     readonly runnableAt: number | null
   }
-  | { readonly _tag: "Park"; readonly reason: ParkReason }
+  | { readonly _tag: "Park"; readonly reason: typeof ParkReason.Type }
   | { readonly _tag: "Cancel" }
+  | { readonly _tag: "Timeout" }
   | { readonly _tag: "Abandon"; readonly cause: string }
 
 /** Where the testing kit may inject a crash. */
@@ -41,6 +56,11 @@ export interface RunState {
   readonly settings: Settings
   readonly hooks: Hooks["Type"]
   readonly journal: ReadonlyMap<string, JournalEntry>
+  /** The run's deadline (creation time + the workflow's timeout), or null without a timeout. */
+  readonly deadline: number | null
+  readonly timeoutMs: number | null
+  /** Child runs started and not yet awaited to the end: step key -> child run ID. */
+  readonly openChildren: Map<string, string>
   signals: ReadonlyArray<SignalRecord>
   /** False when the journal load was skipped (a first execution): signals are read on demand. */
   signalsLoaded: boolean
@@ -75,12 +95,15 @@ export const makeState = (options: {
   readonly entries: ReadonlyArray<JournalEntry>
   readonly signals: ReadonlyArray<SignalRecord>
   readonly signalsLoaded: boolean
+  readonly deadline: number | null
+  readonly timeoutMs: number | null
   readonly cancelRequested: boolean
   readonly leaseConfirmedAt: number
 }): Effect.Effect<RunState> =>
   Effect.map(Deferred.make<StopReason>(), (stop) => {
     const journal = new Map(options.entries.map((entry) => [entry.key, entry]))
     const consumedSignals = new Set<string>()
+    const openChildren = new Map<string, string>()
     let nextSeq = 1
     let unconsumed = 0
     for (const entry of options.entries) {
@@ -88,6 +111,10 @@ export const makeState = (options: {
       if (entry.kind !== "compensation") unconsumed++
       const signalId = entry.kind === "signal" ? Codec.metaField(entry.meta, "signalId") : undefined
       if (typeof signalId === "string") consumedSignals.add(signalId)
+      const childId = entry.kind === "child" && entry.status === "started"
+        ? Codec.metaField(entry.meta, "childId")
+        : undefined
+      if (typeof childId === "string") openChildren.set(entry.key, childId)
     }
     return {
       runId: options.runId,
@@ -97,6 +124,9 @@ export const makeState = (options: {
       settings: options.settings,
       hooks: options.hooks,
       journal,
+      deadline: options.deadline,
+      timeoutMs: options.timeoutMs,
+      openChildren,
       signals: options.signals,
       signalsLoaded: options.signalsLoaded,
       consumed: new Set(),
@@ -118,7 +148,7 @@ export const makeState = (options: {
 export const halt = (state: RunState, reason: StopReason): Effect.Effect<never> =>
   Effect.zipRight(Deferred.succeed(state.stop, reason), Effect.never)
 
-export const park = (state: RunState, reason: ParkReason): Effect.Effect<never> =>
+export const park = (state: RunState, reason: typeof ParkReason.Type): Effect.Effect<never> =>
   halt(state, { _tag: "Park", reason })
 
 /** Abandons the run as if its process died (testing kit), when the hook says so. */
@@ -204,9 +234,52 @@ export const checkFrontier = (state: RunState, requested: string | null): Effect
       })
     ))
 
+/**
+ * Stops the body for a cancel or a timeout. Concurrent branches first finish replaying what they
+ * still have in the journal (and register its compensations), so that nothing journaled is left
+ * uncompensated.
+ */
+export const stopBody = (state: RunState, reason: StopReason): Effect.Effect<never> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 3; i++) yield* Effect.yieldNow()
+    yield* settle(state)
+    return yield* halt(state, reason)
+  })
+
 /** Stops the body at a step boundary when an operator asked to cancel the run. */
 export const checkCancel = (state: RunState): Effect.Effect<void> =>
-  Effect.suspend(() => state.cancelRequested && state.phase === "body" ? halt(state, { _tag: "Cancel" }) : Effect.void)
+  Effect.suspend(() => state.cancelRequested && state.phase === "body" ? stopBody(state, { _tag: "Cancel" }) : Effect.void)
+
+/** Stops the body at a step boundary (before new work, or a replayed wait) once the deadline passed. */
+export const checkDeadline = (state: RunState): Effect.Effect<void> =>
+  state.deadline === null || state.phase !== "body" ? Effect.void : Effect.flatMap(
+    Clock.currentTimeMillis,
+    (now) => now >= state.deadline! ? stopBody(state, { _tag: "Timeout" }) : Effect.void
+  )
+
+/** Checks cancel, then the deadline: what every journaled operation does before new work. */
+export const checkStop = (state: RunState): Effect.Effect<void> =>
+  Effect.zipRight(checkCancel(state), checkDeadline(state))
+
+/** When a run that waits next may be claimed: the wait's own wake time or the deadline, whichever is first. */
+export const wakeTime = (state: RunState, at: number | null): number | null =>
+  state.deadline === null ? at : at === null ? state.deadline : Math.min(at, state.deadline)
+
+/** The name of the signal a finished child run delivers to its parent (with its run ID in the payload). */
+export const childSignal = "@memento/child-finished"
+
+/**
+ * What a child run tells its parent when it finishes or is parked: its status, its encoded output
+ * (JSON text, with the child's success Schema) and its run error (`RunError` JSON text).
+ */
+export const ChildOutcome = Schema.Struct({
+  childId: Schema.String,
+  workflow: Schema.String,
+  status: Schema.String,
+  output: Schema.NullOr(Schema.String),
+  error: Schema.NullOr(Schema.String)
+})
+export type ChildOutcome = typeof ChildOutcome.Type
 
 /** Buffers journal rows; they reach the store with the next commit (the next step's start). */
 export const buffer = (

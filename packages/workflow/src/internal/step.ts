@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto"
 import type { Schedule, Schema } from "effect"
-import { Cause, Clock, Context, Data, Effect, Exit, Option, Schedule as Sched } from "effect"
-import { StepDefect } from "../WorkflowError.js"
+import { Cause, Clock, Context, Data, Effect, Exit, Metric, Option, Schedule as Sched } from "effect"
+import * as Metrics from "../Metrics.js"
+import { StepDefect, StepTimeout } from "../WorkflowError.js"
 import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { RunState } from "./run.js"
@@ -31,6 +32,8 @@ export interface Spec<A, E, R> {
   readonly retryOn: ((error: E) => boolean) | undefined
   /** When false, a failure after the last retry is logged but not journaled: a replay runs it again. */
   readonly journalFailure: boolean
+  /** Limits each attempt: an attempt still running after this fails with `StepTimeout` (part of `E`). */
+  readonly timeoutMs?: number | undefined
   readonly effect: Effect.Effect<A, E, R>
 }
 
@@ -53,6 +56,13 @@ export const execute = <A, E, R>(
     const idempotencyKey = idempotencyKeyFor(state.runId, key)
     const driver = yield* Sched.driver(spec.retry ?? (state.settings.defaultRetry as Schedule.Schedule<unknown, E>))
     let attempt = previous?.attempts ?? 0
+    const tags = { workflow: state.workflowName, step: Metrics.stepName(key) }
+    const latency = Metrics.stepDuration.pipe(Metric.tagged("workflow", tags.workflow), Metric.tagged("step", tags.step))
+    const retries = Metrics.stepRetries.pipe(Metric.tagged("workflow", tags.workflow), Metric.tagged("step", tags.step))
+    const limited = spec.timeoutMs === undefined ? spec.effect : Effect.timeoutFail(spec.effect, {
+      duration: spec.timeoutMs,
+      onTimeout: () => new StepTimeout({ workflowId: state.runId, stepKey: key, timeoutMs: spec.timeoutMs! }) as E
+    })
     while (true) {
       attempt++
       const attemptStart = yield* Clock.currentTimeMillis
@@ -64,13 +74,17 @@ export const execute = <A, E, R>(
         startedAt: attemptStart,
         endedAt: null
       }
-      const body = spec.effect.pipe(
+      const body = limited.pipe(
         Effect.provideService(StepContext, { workflowId: state.runId, key, attempt, idempotencyKey }),
         Effect.onInterrupt(() =>
           Effect.flatMap(Clock.currentTimeMillis, (endedAt) =>
             Effect.sync(() => buffer(state, [], [{ ...running, outcome: "interrupted", endedAt }]))
           )
         ),
+        Effect.ensuring(
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Metric.update(latency, Math.max(0, now - attemptStart)))
+        ),
+        Effect.annotateLogs({ "step.key": key, "step.attempt": attempt }),
         Effect.withSpan("memento.step", {
           attributes: {
             "workflow.id": state.runId,
@@ -159,7 +173,10 @@ export const execute = <A, E, R>(
       buffer(state, [], [{ ...running, outcome: "retrying", error: message, endedAt }])
       const retryable = spec.retryOn === undefined || spec.retryOn(error)
       const again = retryable ? Option.isSome(yield* Effect.option(driver.next(error))) : false
-      if (again) continue
+      if (again) {
+        yield* Metric.increment(retries)
+        continue
+      }
       buffer(state, [], [{ ...running, outcome: "failed", error: message, endedAt }])
       if (spec.journalFailure) {
         const encoded = yield* encode(state, spec.error, error, `error of step "${key}"`, key)
