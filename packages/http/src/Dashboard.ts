@@ -118,8 +118,8 @@ export const runsPage = (options: RunsPageOptions): string => {
     const error = describeRunError(run.error)
     return `<tr class="run" data-id="${escape(run.id)}" data-status="${run.status}">` +
       `<td><a href="${escape(runLink(base, run.id))}">${escape(truncate(run.id, 60))}</a></td>` +
-      `<td>${escape(run.workflow)}</td><td>${badge(run.status)}</td>` +
-      `<td>${escape(formatTime(run.createdAt))}</td>` +
+      `<td class="nowrap">${escape(run.workflow)}</td><td>${badge(run.status)}</td>` +
+      `<td class="nowrap">${escape(formatTime(run.createdAt))}</td>` +
       `<td class="num">${escape(formatDuration(Math.max(0, ended - run.createdAt)))}</td>` +
       `<td class="error">${error === null ? "" : escape(truncate(error, 120))}</td></tr>`
   }).join("")

@@ -55,7 +55,8 @@ a{color:#1971c2}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dee2e6}
 th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e9ecef;vertical-align:top}
 th{background:#f1f3f5;font-weight:600;font-size:13px}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.nowrap{white-space:nowrap}
 .badge{display:inline-block;color:#fff;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;white-space:nowrap}
 .filters{display:flex;flex-wrap:wrap;gap:6px;margin:8px 0 14px;align-items:center}
 .filters a{padding:3px 10px;border:1px solid #ced4da;border-radius:14px;background:#fff;text-decoration:none;color:#343a40;font-size:13px}

@@ -1,0 +1,224 @@
+/**
+ * The dashboard in a real browser: headless Chromium (the Debian `chromium` package at
+ * /usr/bin/chromium) driven by playwright-core against a real server with a MemoryStore and a
+ * Worker running the checkout saga. It filters and pages the runs list, opens a compensated run,
+ * checks the SVG timeline (a bar per step and compensation, the failed attempts in red with their
+ * error), saves a screenshot to test/screenshots/compensated-run.png, shows retried generations
+ * greyed, cancels a run with the page's button, and checks that run data cannot inject HTML.
+ */
+import { existsSync, mkdirSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { assert, describe, it } from "@effect/vitest"
+import { WorkflowClient } from "@memento/workflow"
+import { Effect } from "effect"
+import type { Browser, Page } from "playwright-core"
+import { chromium } from "playwright-core"
+import { awaitStatus, baseUrl, Checkout, env, makeControl } from "./adminFixtures.js"
+
+const executablePath = "/usr/bin/chromium"
+const screenshots = fileURLToPath(new URL("./screenshots/", import.meta.url))
+
+/** A headless Chromium for the test's scope; a clear failure (not a skip) when it is not installed. */
+const browser = Effect.acquireRelease(
+  Effect.suspend(() => {
+    if (!existsSync(executablePath)) {
+      return Effect.dieMessage(
+        `the dashboard test needs Chromium at ${executablePath}: install Debian's package ` +
+          `(apt-get install chromium); playwright-core drives it with executablePath`
+      )
+    }
+    return Effect.promise(() => chromium.launch({ executablePath, args: ["--no-sandbox"], headless: true }))
+  }),
+  (browser: Browser) => Effect.promise(() => browser.close())
+)
+
+const withPage = <A>(browser: Browser, f: (page: Page) => Promise<A>) =>
+  Effect.promise(async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+    try {
+      return await f(page)
+    } finally {
+      await page.close()
+    }
+  })
+
+const xssId = `<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">`
+
+/** Runs of every interesting kind: succeeded, compensated (twice), retried, waiting, hostile ID. */
+const seed = Effect.gen(function*() {
+  const client = yield* WorkflowClient.WorkflowClient
+  yield* client.start(Checkout, { orderId: "o-good", confirm: false })
+  yield* awaitStatus("o-good", "succeeded")
+  yield* client.start(Checkout, { orderId: "o-declined", confirm: false })
+  yield* awaitStatus("o-declined", "compensated")
+  yield* client.start(Checkout, { orderId: xssId, confirm: false })
+  yield* awaitStatus(xssId, "compensated")
+  yield* client.start(Checkout, { orderId: "o-retried", confirm: false })
+  yield* awaitStatus("o-retried", "compensated")
+  yield* client.retry("o-retried", { fromStep: "charge-card" })
+  yield* awaitStatus("o-retried", "compensated")
+  yield* client.start(Checkout, { orderId: "o-waiting", confirm: true })
+  yield* awaitStatus("o-waiting", "waiting")
+})
+
+describe("dashboard in headless Chromium", () => {
+  it.live("runs list: status filter, pagination, links to runs; run data is escaped", () => {
+    const control = makeControl()
+    control.stepMs = 5
+    for (const id of ["o-declined", xssId, "o-retried"]) control.decline.add(id)
+    return Effect.gen(function*() {
+      yield* seed
+      const base = yield* baseUrl
+      const chrome = yield* browser
+      yield* withPage(chrome, async (page) => {
+        const response = await page.goto(`${base}/admin`)
+        assert.strictEqual(response?.status(), 200)
+        const ids = () => page.locator("tr.run").evaluateAll((rows) => rows.map((row) => row.getAttribute("data-id")))
+        assert.sameMembers(await ids(), ["o-good", "o-declined", xssId, "o-retried", "o-waiting"])
+        assert.strictEqual(await page.locator(`.filters a[data-status="compensated"] .muted`).textContent(), "3")
+
+        // status filter
+        await page.click(`.filters a[data-status="compensated"]`)
+        await page.waitForURL(/status=compensated/)
+        assert.sameMembers(await ids(), ["o-declined", xssId, "o-retried"])
+        const statuses = await page.locator("tr.run").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-status")))
+        assert.deepStrictEqual(new Set(statuses), new Set(["compensated"]))
+        assert.strictEqual(await page.locator(`.filters a.on`).getAttribute("data-status"), "compensated")
+        await page.click(`.filters a[data-status="waiting"]`)
+        await page.waitForURL(/status=waiting/)
+        assert.deepStrictEqual(await ids(), ["o-waiting"])
+
+        mkdirSync(screenshots, { recursive: true })
+        await page.goto(`${base}/admin/`)
+        await page.screenshot({ path: `${screenshots}runs-list.png` })
+
+        // pagination: 2 + 2 + 1, every run once
+        await page.goto(`${base}/admin/?limit=2`)
+        const seen: Array<string | null> = [...await ids()]
+        assert.strictEqual(seen.length, 2)
+        for (let pageNo = 2; pageNo <= 3; pageNo++) {
+          await page.click(`a[rel="next"]`)
+          await page.waitForURL(/cursor=/)
+          seen.push(...await ids())
+        }
+        assert.strictEqual(await page.locator(`a[rel="next"]`).count(), 0)
+        assert.sameMembers(seen, ["o-good", "o-declined", xssId, "o-retried", "o-waiting"])
+
+        // the hostile ID is shown as text, nothing ran
+        await page.goto(`${base}/admin/`)
+        assert.isUndefined(await page.evaluate(() => (globalThis as any).__xss))
+        const link = page.locator(`tr.run[data-status="compensated"] a`).filter({ hasText: "<script>" })
+        assert.strictEqual(await link.count(), 1)
+        assert.include(await link.textContent(), "<script>window.__xss = 1</script>")
+        assert.strictEqual(await page.locator("img[src=x]").count(), 0)
+        await link.click()
+        await page.waitForURL(/\/admin\/runs\//)
+        assert.strictEqual(await page.locator("h1").textContent(), `Run ${xssId}`)
+        assert.isUndefined(await page.evaluate(() => (globalThis as any).__xss))
+        assert.strictEqual(await page.locator("img[src=x]").count(), 0)
+        assert.strictEqual(await page.locator(`svg.timeline g.row`).count(), 3)
+      })
+    }).pipe(Effect.scoped, Effect.provide(env(control)))
+  })
+
+  it.live("a compensated run's timeline: a bar per step and compensation, failed attempts in red with the error", () => {
+    const control = makeControl()
+    control.stepMs = 40 // visible bars
+    for (const id of ["o-declined", xssId, "o-retried"]) control.decline.add(id)
+    return Effect.gen(function*() {
+      yield* seed
+      const base = yield* baseUrl
+      const chrome = yield* browser
+      yield* withPage(chrome, async (page) => {
+        await page.goto(`${base}/admin/?status=compensated`)
+        await page.click(`tr.run[data-id="o-declined"] a`)
+        await page.waitForURL(/\/admin\/runs\/o-declined$/)
+        assert.strictEqual(await page.locator("[data-run-id]").getAttribute("data-status"), "compensated")
+        assert.include(await page.locator(".run-error").textContent(), "declined by the <issuer> & bank")
+
+        const svg = page.locator("svg.timeline")
+        assert.strictEqual(await svg.count(), 1)
+        const rows = await svg.locator("g.row").evaluateAll((groups) =>
+          groups.map((g) => [g.getAttribute("data-key"), g.getAttribute("data-kind"), g.getAttribute("data-status")])
+        )
+        assert.deepStrictEqual(rows, [
+          ["reserve-inventory", "step", "succeeded"],
+          ["charge-card", "step", "failed"],
+          ["reserve-inventory#compensate", "compensation", "succeeded"]
+        ])
+        // each row has a visible bar; the bars follow one another in time
+        const boxes = await svg.locator("g.row rect.span").evaluateAll((rects) =>
+          rects.map((r) => ({ x: Number(r.getAttribute("x")), width: Number(r.getAttribute("width")) }))
+        )
+        for (const box of boxes) assert.isAtLeast(box.width, 2)
+        assert.isBelow(boxes[0]!.x, boxes[1]!.x)
+        assert.isBelow(boxes[1]!.x, boxes[2]!.x)
+
+        // the charge's two attempts, both failed, red, with the error in their tooltip
+        const attempts = await svg.locator(`g.row[data-key="charge-card"] rect.attempt`).evaluateAll((rects) =>
+          rects.map((r) => ({
+            outcome: r.getAttribute("data-outcome"),
+            fill: r.getAttribute("fill"),
+            title: r.querySelector("title")?.textContent ?? ""
+          }))
+        )
+        assert.strictEqual(attempts.length, 2)
+        assert.deepStrictEqual(attempts.map((a) => a.outcome), ["retrying", "failed"])
+        for (const attempt of attempts) {
+          assert.strictEqual(attempt.fill, "#e03131")
+          assert.include(attempt.title, "card of o-declined declined by the <issuer> & bank")
+        }
+        // the compensation in its own colour
+        const compensation = await svg.locator(`g.row[data-kind="compensation"] rect.attempt`).getAttribute("fill")
+        assert.strictEqual(compensation, "#7048e8")
+        assert.notStrictEqual(
+          compensation,
+          await svg.locator(`g.row[data-key="reserve-inventory"] rect.attempt`).getAttribute("fill")
+        )
+        // failed attempts listed beneath the picture with their error
+        const failures = page.locator("li.failure")
+        assert.strictEqual(await failures.count(), 2)
+        assert.include(await failures.first().textContent(), "declined by the <issuer> & bank")
+        assert.isTrue(await page.getByText("Failed attempts").isVisible())
+
+        mkdirSync(screenshots, { recursive: true })
+        await page.screenshot({ path: `${screenshots}compensated-run.png`, fullPage: true })
+
+        // a retried run: the first generation greyed above the current one
+        await page.goto(`${base}/admin/runs/o-retried`)
+        const archived = svg.locator(`g.row.archived`)
+        assert.isAtLeast(await archived.count(), 2)
+        assert.deepStrictEqual(
+          new Set(await archived.evaluateAll((gs) => gs.map((g) => g.getAttribute("opacity")))),
+          new Set(["0.45"])
+        )
+        assert.includeMembers(
+          await archived.evaluateAll((gs) => gs.map((g) => g.getAttribute("data-key"))),
+          ["charge-card", "reserve-inventory#compensate"]
+        )
+        assert.isAtLeast(await svg.locator(`g.row[data-generation="current"]`).count(), 2)
+        await page.screenshot({ path: `${screenshots}retried-run.png`, fullPage: true })
+      })
+    }).pipe(Effect.scoped, Effect.provide(env(control)))
+  })
+
+  it.live("the run page's Cancel button cancels a waiting run through the admin API", () => {
+    const control = makeControl()
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      yield* client.start(Checkout, { orderId: "o-waiting", confirm: true })
+      yield* awaitStatus("o-waiting", "waiting")
+      const base = yield* baseUrl
+      const chrome = yield* browser
+      yield* withPage(chrome, async (page) => {
+        await page.goto(`${base}/admin/runs/o-waiting`)
+        assert.strictEqual(await page.locator(`button[data-action="retry"]`).count(), 0)
+        page.once("dialog", (dialog) => void dialog.accept())
+        await page.click(`button[data-action="cancel"]`)
+        await page.locator("#notice").filter({ hasText: "cancel: done" }).waitFor()
+      })
+      const run = yield* awaitStatus("o-waiting", "cancelled")
+      assert.isTrue(run.cancelRequested || run.status === "cancelled")
+    }).pipe(Effect.scoped, Effect.provide(env(control)))
+  })
+})
