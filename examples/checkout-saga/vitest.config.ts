@@ -10,7 +10,9 @@ export default defineConfig({
       { find: /^@memento\/workflow$/, replacement: src("workflow", "index.ts") },
       { find: /^@memento\/workflow\/(.*)$/, replacement: src("workflow", "$1.ts") },
       { find: /^@memento\/sql$/, replacement: src("sql", "index.ts") },
-      { find: /^@memento\/sql\/(.*)$/, replacement: src("sql", "$1.ts") }
+      { find: /^@memento\/sql\/(.*)$/, replacement: src("sql", "$1.ts") },
+      { find: /^@memento\/http$/, replacement: src("http", "index.ts") },
+      { find: /^@memento\/http\/(.*)$/, replacement: src("http", "$1.ts") }
     ]
   },
   test: {

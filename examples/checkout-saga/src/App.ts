@@ -8,6 +8,9 @@
  *   every simulated provider (default none).
  * - `PAYMENT_CONFIRMATION_DELAY` (default 500 millis), `PAYMENT_CONFIRMATION_TIMEOUT` (default
  *   30 seconds): when the payment provider confirms, and how long the saga waits for it.
+ * - `PAYMENTS_WEBHOOK_URL` (default `http://localhost:$PORT/webhooks/payments`),
+ *   `PAYMENTS_WEBHOOK_SECRET`, `PAYMENTS_WEBHOOK_DELIVERIES` (default 2: every confirmation is
+ *   delivered twice, the second de-duplicated): how the payment provider confirms (`PaymentWebhook.ts`).
  * - `WORKER_ID`, `WORKER_CONCURRENCY` (default 10): the worker's name and how many runs it executes
  *   at once.
  * - `LEASE_MS`, `HEARTBEAT_MS`, `POLL_MS`, `MAX_RECOVERIES`: the engine's settings
@@ -24,6 +27,7 @@ import { Worker, WorkflowClient, WorkflowConfig } from "@memento/workflow"
 import type { ConfigError } from "effect"
 import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { Checkout, CheckoutLive, CheckoutSettings } from "./Checkout.js"
+import * as PaymentWebhook from "./PaymentWebhook.js"
 import * as Email from "./providers/Email.js"
 import type { Faults } from "./providers/Faults.js"
 import * as Inventory from "./providers/Inventory.js"
@@ -84,9 +88,11 @@ export const ProvidersLive: Layer.Layer<
   const confirmationDelay = yield* Config.duration("PAYMENT_CONFIRMATION_DELAY").pipe(
     Config.withDefault(Duration.millis(500))
   )
+  const deliver = yield* PaymentWebhook.deliverConfig
+  const deliveries = yield* Config.integer("PAYMENTS_WEBHOOK_DELIVERIES").pipe(Config.withDefault(2))
   return Layer.mergeAll(
     Inventory.layer({ faults }),
-    Payments.layer({ faults, confirmationDelay }),
+    Payments.layer({ faults, confirmationDelay, deliver, deliveries }),
     Shipping.layer({ faults }),
     Email.layer({ faults })
   )

@@ -1,9 +1,13 @@
 /**
  * The checkout service's HTTP API on `@effect/platform`:
  *
- * - `POST /checkout` — starts the checkout of a JSON order; 202 with `{ runId }`. The order ID is
- *   the workflow ID, so posting the same order again returns the same run (200, `created: false`);
- *   the same order ID with another order is 409. Bad input is 400, as `application/problem+json`.
+ * - `POST /checkout` — starts the checkout of a JSON order; 202 with `{ runId }`. Requires an
+ *   `Idempotency-Key` header (`IdempotencyKey.middleware` of `@memento/http`): a repeat with the
+ *   same key gets the stored response (`Idempotent-Replayed: true`), a repeat while the first is in
+ *   flight 409, the same key with another body 422, no key 400. The order ID is the workflow ID,
+ *   so the same order under a new key returns the same run (200, `created: false`); the same order
+ *   ID with another order is 409. Bad input is 400, as `application/problem+json`.
+ * - `POST /webhooks/payments` — the payment provider's signed confirmations (`PaymentWebhook.ts`).
  * - `GET /orders/:id` — the run's status, receipt or error, and the saga's progress: every step
  *   with its status and attempts, the compensations, the signals received.
  * - `GET /ledger` — the simulated providers' books and whether the saga's invariants hold.
@@ -14,12 +18,16 @@ import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
+import type { MigrationError } from "@effect/sql/Migrator"
 import type { SqlClient } from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import type { Layer } from "effect"
 import { WorkflowClient, WorkflowError, type WorkflowStore } from "@memento/workflow"
-import { Cause, Effect, Exit, Option, ParseResult, Schema } from "effect"
+import { IdempotencyKey, Webhook } from "@memento/http"
+import { Cause, Effect, Exit, Layer as L, Option, ParseResult, Schema } from "effect"
 import { Checkout, CheckoutFailed, Order, type Receipt } from "./Checkout.js"
 import * as Ledger from "./Ledger.js"
+import * as PaymentWebhook from "./PaymentWebhook.js"
 
 /** An RFC 9457 problem details response. */
 export const problem = (
@@ -156,6 +164,7 @@ const getLedger = Effect.gen(function*() {
     invariants: { hold: violations.length === 0, violations },
     chargedCents: books.chargedCents,
     refundedCents: books.refundedCents,
+    paymentWebhooks: { deliveries: books.webhookDeliveries, duplicates: books.webhookDuplicates },
     stock: books.stock,
     orders: books.orders.map((order) => ({ ...order, status: runs.get(order.orderId) ?? null }))
   })
@@ -175,7 +184,8 @@ const health = Effect.gen(function*() {
 )
 
 export const router = HttpRouter.empty.pipe(
-  HttpRouter.post("/checkout", startCheckout),
+  HttpRouter.post("/checkout", startCheckout.pipe(IdempotencyKey.middleware())),
+  HttpRouter.post("/webhooks/payments", PaymentWebhook.receive),
   HttpRouter.get("/orders/:id", getOrder),
   HttpRouter.get("/ledger", getLedger),
   HttpRouter.get("/health", health)
@@ -191,6 +201,16 @@ export const app = router.pipe(
       : Effect.as(Effect.logError("request failed", cause), problem(500, "Internal error", "see the service log")))
 )
 
+/** The tables of `@memento/http`: idempotency keys (expired ones purged hourly) and received webhooks. */
+export const StoresLive: Layer.Layer<
+  IdempotencyKey.IdempotencyStore | Webhook.WebhookStore,
+  SqlError | MigrationError,
+  SqlClient
+> = L.merge(IdempotencyKey.layer({ purgeEvery: "1 hour" }), Webhook.layer())
+
 /** Serves the API on the `HttpServer` in context. */
-export const layer: Layer.Layer<never, never, HttpServer.HttpServer | WorkflowClient.WorkflowClient | SqlClient> =
-  HttpServer.serve(app)
+export const layer: Layer.Layer<
+  never,
+  SqlError | MigrationError,
+  HttpServer.HttpServer | WorkflowClient.WorkflowClient | SqlClient
+> = HttpServer.serve(app).pipe(L.provide(StoresLive))

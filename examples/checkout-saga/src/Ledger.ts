@@ -28,6 +28,9 @@ export interface Books {
   readonly stock: ReadonlyArray<Inventory.StockLevel & { readonly held: number }>
   readonly chargedCents: number
   readonly refundedCents: number
+  /** Confirmations the payment provider delivered, and how many of them the service had already. */
+  readonly webhookDeliveries: number
+  readonly webhookDuplicates: number
 }
 
 type Row = Record<string, string | number | null>
@@ -44,6 +47,8 @@ export const read: Effect.Effect<Books, SqlError, SqlClient> = Effect.gen(functi
     FROM ${table(Inventory.tables.reservations)}`
   const shipments = yield* sql<Row>`SELECT id, order_id, status FROM ${table(Shipping.tables.shipments)}`
   const emails = yield* sql<Row>`SELECT order_id FROM ${table(Email.tables.messages)}`
+  const deliveries = yield* sql<Row>`SELECT count(*) AS deliveries, coalesce(sum(duplicate), 0) AS duplicates
+    FROM ${table(Payments.tables.deliveries)}`
   const items = yield* sql<Row>`SELECT sku, name, price_cents, available, total
     FROM ${table(Inventory.tables.items)} ORDER BY sku`
 
@@ -100,7 +105,9 @@ export const read: Effect.Effect<Books, SqlError, SqlClient> = Effect.gen(functi
       held: held.get(String(row.sku)) ?? 0
     })),
     chargedCents: charges.reduce((sum, row) => sum + Number(row.amount_cents), 0),
-    refundedCents: refunds.reduce((sum, row) => sum + Number(row.amount_cents), 0)
+    refundedCents: refunds.reduce((sum, row) => sum + Number(row.amount_cents), 0),
+    webhookDeliveries: Number(deliveries[0]?.deliveries ?? 0),
+    webhookDuplicates: Number(deliveries[0]?.duplicates ?? 0)
   }
 })
 

@@ -84,12 +84,13 @@ const mark = (status: string) => status === "succeeded" ? "✓" : status === "fa
 const workerScript = fileURLToPath(new URL("./worker.js", import.meta.url))
 
 /** The scenario's worker process; killed (SIGKILL) when the scope closes if it still runs. */
-const workerProcess = Effect.acquireRelease(
+const workerProcess = (baseUrl: string) => Effect.acquireRelease(
   Effect.async<{ readonly pid: number; readonly kill: Effect.Effect<void> }, Error>((resume) => {
     const child = spawn(process.execPath, ["--enable-source-maps", workerScript], {
       env: {
         ...process.env,
         WORKER_ID: "scenario-worker",
+        PAYMENTS_WEBHOOK_URL: process.env.PAYMENTS_WEBHOOK_URL ?? `${baseUrl}/webhooks/payments`,
         LEASE_MS: "3000",
         HEARTBEAT_MS: "1000",
         POLL_MS: "200",
@@ -145,6 +146,7 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
     const http = (yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk)
     const post = (order: Order) =>
       HttpClientRequest.post(`${baseUrl}/checkout`).pipe(
+        HttpClientRequest.setHeader("idempotency-key", `scenario-${order.orderId}`),
         HttpClientRequest.bodyUnsafeJson(order),
         http.execute,
         Effect.scoped
@@ -191,7 +193,7 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
 
     // 1. a worker process executes a good order and a declined card
     yield* Console.log("First start: a worker process of its own and three orders through POST /checkout ...\n")
-    const worker = yield* workerProcess
+    const worker = yield* workerProcess(baseUrl)
     yield* Console.log(
       `  worker process pid ${worker.pid} (node dist/worker.js, every provider call slowed down by 500 ms) started\n`
     )
@@ -240,6 +242,10 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
     yield* Console.log("\nThe providers' books:")
     yield* Console.log(`  charges:   ${charges.length} (${money(books.chargedCents)})`)
     yield* Console.log(`  refunds:   ${refunds.length} (${money(books.refundedCents)})`)
+    yield* Console.log(
+      `  webhooks:  the payment provider POSTed ${books.webhookDeliveries} signed confirmations to ` +
+        `/webhooks/payments, ${books.webhookDuplicates} of them repeats that signalled nothing`
+    )
     const stock = books.stock.map((item) => `${item.sku} ${item.available}/${item.total} (${item.held} held)`)
     yield* Console.log(`  inventory: ${stock.join(", ")} available/owned`)
     yield* Console.log(

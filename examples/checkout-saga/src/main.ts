@@ -50,12 +50,13 @@ const program = Effect.gen(function*() {
   yield* startWorker
   yield* Console.log(`
 Serving on ${baseUrl} (Ctrl-C to stop):
-  POST ${baseUrl}/checkout       start a checkout (JSON order) -> 202 { runId }
+  POST ${baseUrl}/checkout       start a checkout (JSON order, Idempotency-Key header) -> 202 { runId }
+  POST ${baseUrl}/webhooks/payments  the payment provider's signed confirmations
   GET  ${baseUrl}/orders/:id     status and saga progress, e.g. ${baseUrl}/orders/demo-good-1
   GET  ${baseUrl}/ledger         the providers' books and the saga's invariants
   GET  ${baseUrl}/health
 Try:
-  curl -s -X POST ${baseUrl}/checkout -H 'content-type: application/json' \\
+  curl -s -X POST ${baseUrl}/checkout -H 'content-type: application/json' -H 'idempotency-key: try-o-1' \\
     -d '${JSON.stringify(exampleOrder)}'
   curl -s ${baseUrl}/orders/o-1`)
   return yield* Effect.never.pipe(

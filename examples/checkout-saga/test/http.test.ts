@@ -5,16 +5,23 @@ import { assert, describe, it } from "@effect/vitest"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import { Webhook } from "@memento/http"
 import { Effect, Layer } from "effect"
 import * as Http from "../src/Http.js"
+import * as PaymentWebhook from "../src/PaymentWebhook.js"
 import * as Payments from "../src/providers/Payments.js"
-import { env, order } from "./utils.js"
+import { books, env, order } from "./utils.js"
 
 const TestServer = Http.layer.pipe(Layer.provideMerge(NodeHttpServer.layerTest), Layer.provideMerge(env()))
 
-const post = (path: string, body: unknown) =>
+let keys = 0
+/** POST with a fresh Idempotency-Key (or the one given; `null`: none). */
+const post = (path: string, body: unknown, key: string | null = `key-${++keys}`) =>
   Effect.flatMap(HttpClient.HttpClient, (client) =>
-    client.execute(HttpClientRequest.post(path).pipe(HttpClientRequest.bodyUnsafeJson(body))))
+    client.execute(HttpClientRequest.post(path).pipe(
+      key === null ? (request) => request : HttpClientRequest.setHeader("idempotency-key", key),
+      HttpClientRequest.bodyUnsafeJson(body)
+    )))
 
 const get = (path: string) => Effect.flatMap(HttpClient.HttpClient, (client) => client.get(path))
 
@@ -93,8 +100,12 @@ describe("HTTP API", () => {
       assert.strictEqual(extra.status, 400)
 
       const notJson = yield* Effect.flatMap(HttpClient.HttpClient, (client) =>
-        client.execute(HttpClientRequest.post("/checkout").pipe(HttpClientRequest.bodyText("{", "application/json"))))
+        client.execute(HttpClientRequest.post("/checkout").pipe(
+          HttpClientRequest.setHeader("idempotency-key", "not-json-1"),
+          HttpClientRequest.bodyText("{", "application/json")
+        )))
       assert.strictEqual(notJson.status, 400)
+      assert.strictEqual((yield* json(notJson)).title, "Unreadable body")
 
       const tooLarge = yield* post("/checkout", { ...order("large-1"), note: "x".repeat(70_000) })
       assert.strictEqual(tooLarge.status, 413)
@@ -105,5 +116,67 @@ describe("HTTP API", () => {
       assert.strictEqual(missing.headers["content-type"], "application/problem+json")
       assert.strictEqual((yield* get("/no-such-route")).status, 404)
       assert.deepStrictEqual(yield* json(yield* get("/health")), { status: "ok" })
+    }).pipe(Effect.provide(TestServer)))
+
+  it.live("POST /checkout requires an Idempotency-Key; a repeat is replayed, another body under the key is 422", () =>
+    Effect.gen(function*() {
+      const missing = yield* post("/checkout", order("idem-1"), null)
+      assert.strictEqual(missing.status, 400)
+      assert.strictEqual(missing.headers["content-type"], "application/problem+json")
+
+      const first = yield* post("/checkout", order("idem-1"), "checkout-idem-1")
+      assert.strictEqual(first.status, 202)
+      const body = yield* json(first)
+      const repeat = yield* post("/checkout", order("idem-1"), "checkout-idem-1")
+      assert.strictEqual(repeat.status, 202)
+      assert.strictEqual(repeat.headers["idempotent-replayed"], "true")
+      assert.deepStrictEqual(yield* json(repeat), body)
+
+      const other = yield* post("/checkout", order("idem-2"), "checkout-idem-1")
+      assert.strictEqual(other.status, 422)
+      assert.strictEqual((yield* get("/orders/idem-2")).status, 404)
+
+      yield* finished("idem-1")
+      assert.strictEqual((yield* books).order("idem-1").charges.length, 1)
+    }).pipe(Effect.provide(TestServer)))
+
+  it.live("POST /webhooks/payments: a signed confirmation delivered five times signals the run once", () =>
+    Effect.gen(function*() {
+      // a card the provider never confirms: only the webhook below can confirm it
+      yield* post("/checkout", order("hook-1", { paymentMethod: Payments.TestCards.noConfirmation }))
+      let view = yield* json(yield* get("/orders/hook-1"))
+      for (let i = 0; i < 200 && view.status !== "waiting"; i++) {
+        yield* Effect.sleep("25 millis")
+        view = yield* json(yield* get("/orders/hook-1"))
+      }
+      assert.strictEqual(view.status, "waiting")
+      const charge = (yield* books).order("hook-1").charges[0]!
+      const signature = { secret: "whsec_memento_checkout_demo", header: "webhook-signature" }
+      const event = PaymentWebhook.eventOf({ runId: "hook-1", chargeId: charge.id, amountCents: charge.amountCents })
+      const text = JSON.stringify(event)
+      const deliver = (signed: string) =>
+        Effect.flatMap(HttpClient.HttpClient, (client) =>
+          client.execute(HttpClientRequest.post("/webhooks/payments").pipe(
+            HttpClientRequest.setHeader("webhook-signature", signed),
+            HttpClientRequest.bodyText(text, "application/json")
+          )))
+
+      // a wrong signature is refused and stores nothing
+      const forged = yield* deliver(Webhook.sign({ ...signature, secret: "not-the-secret" }, {
+        body: text,
+        timestamp: Date.now()
+      }))
+      assert.strictEqual(forged.status, 401)
+
+      const answers = yield* Effect.forEach(
+        [1, 2, 3, 4, 5],
+        () => Effect.flatMap(deliver(Webhook.sign(signature, { body: text, timestamp: Date.now() })), json),
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(answers.map((a) => a.duplicate).sort(), [false, true, true, true, true])
+
+      const done = yield* finished("hook-1")
+      assert.strictEqual(done.status, "succeeded")
+      assert.deepStrictEqual(done.signals.map((s: any) => [s.name, s.signalId]), [["payment-confirmed", charge.id]])
     }).pipe(Effect.provide(TestServer)))
 })

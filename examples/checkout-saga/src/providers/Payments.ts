@@ -23,7 +23,8 @@ import * as Idempotency from "./Idempotency.js"
 export const tables = {
   charges: "payments_charges",
   refunds: "payments_refunds",
-  idempotency: "payments_idempotency"
+  idempotency: "payments_idempotency",
+  deliveries: "payments_deliveries"
 } as const
 
 /** Payment methods with a known outcome; any other `pm_…` method is charged successfully. */
@@ -84,10 +85,13 @@ export interface Options {
   /** How long after a charge its confirmation is sent. Default 500 ms. */
   readonly confirmationDelay?: Duration.DurationInput | undefined
   /**
-   * How a confirmation reaches the service. Default: `client.signal(runId, "payment-confirmed",
-   * { chargeId, amountCents }, { signalId: chargeId })`. A failure is retried.
+   * How a confirmation reaches the service, and whether the receiver had it already. Default:
+   * `client.signal(runId, "payment-confirmed", { chargeId, amountCents }, { signalId: chargeId })`;
+   * the service configures a signed webhook (`Webhook.ts`). A failure is retried.
    */
-  readonly deliver?: ((confirmation: Confirmation) => Effect.Effect<void, unknown>) | undefined
+  readonly deliver?: ((confirmation: Confirmation) => Effect.Effect<{ readonly duplicate: boolean }, unknown>) | undefined
+  /** How many times each confirmation is delivered (default 1): providers deliver webhooks at least once. */
+  readonly deliveries?: number | undefined
   /**
    * How often the provider looks for charges whose confirmation was never delivered (the process
    * that made the charge died first) and delivers them again, like a provider retrying its
@@ -129,9 +133,15 @@ export const make = (
         amount_cents BIGINT NOT NULL,
         created_at BIGINT NOT NULL
       )`,
-      Idempotency.tableDdl(tables.idempotency)
+      Idempotency.tableDdl(tables.idempotency),
+      `CREATE TABLE IF NOT EXISTS ${tables.deliveries} (
+        charge_id TEXT NOT NULL,
+        duplicate INTEGER NOT NULL,
+        delivered_at BIGINT NOT NULL
+      )`
     ])
     const charges = sql.literal(tables.charges)
+    const deliveries = sql.literal(tables.deliveries)
     const refunds = sql.literal(tables.refunds)
     const confirmationDelay = Duration.decode(options.confirmationDelay ?? "500 millis")
     const redeliveryInterval = Duration.decode(options.redeliveryInterval ?? "1 second")
@@ -143,15 +153,22 @@ export const make = (
         { signalId: confirmation.chargeId }
       ))
 
-    // Delivers a confirmation, then marks the charge confirmed. Several deliveries of one
-    // confirmation (this process and the redelivery of another) are de-duplicated by the receiver.
+    // Delivers a confirmation (`deliveries` times), then marks the charge confirmed. Several
+    // deliveries of one confirmation (repeats, and the redelivery of another process) are
+    // de-duplicated by the receiver; each is logged in `payments_deliveries`.
+    const deliverOnce = (confirmation: Confirmation) =>
+      Effect.gen(function*() {
+        const { duplicate } = yield* deliver(confirmation)
+        const now = yield* Clock.currentTimeMillis
+        yield* sql`INSERT INTO ${deliveries} (charge_id, duplicate, delivered_at)
+          VALUES (${confirmation.chargeId}, ${duplicate ? 1 : 0}, ${now})`
+      }).pipe(Effect.retry(Schedule.exponential("200 millis").pipe(Schedule.intersect(Schedule.recurs(5)))))
     const deliverConfirmation = (confirmation: Confirmation) =>
       Effect.gen(function*() {
-        yield* deliver(confirmation)
+        for (let i = 0; i < Math.max(1, options.deliveries ?? 1); i++) yield* deliverOnce(confirmation)
         const now = yield* Clock.currentTimeMillis
         yield* sql`UPDATE ${charges} SET confirmed_at = ${now} WHERE id = ${confirmation.chargeId}`
       }).pipe(
-        Effect.retry(Schedule.exponential("200 millis").pipe(Schedule.intersect(Schedule.recurs(5)))),
         Effect.catchAllCause((cause) =>
           Effect.logWarning(`payments: confirmation of ${confirmation.chargeId} not delivered (retried later)`, cause)
         )
