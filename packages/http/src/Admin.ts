@@ -20,6 +20,7 @@ import type { WorkflowError } from "@memento/workflow"
 import { Cause, Clock, Effect, Exit, Layer, Option, ParseResult, Redacted, Schema } from "effect"
 import * as Dashboard from "./Dashboard.js"
 import { detailsView, runView } from "./internal/adminViews.js"
+import { scriptHashes } from "./internal/scripts.js"
 
 export type { AttemptView, EntryView, RunDetailsView, RunView } from "./internal/adminViews.js"
 
@@ -140,9 +141,9 @@ const html = (body: string, status = 200) =>
     contentType: "text/html; charset=utf-8",
     headers: {
       "cache-control": "no-store",
-      // inline CSS and script only; nothing from another origin, no framing
+      // inline CSS and the dashboard's own two scripts (by hash) only; nothing from elsewhere, no framing
       "content-security-policy":
-        "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; " +
+        `default-src 'none'; style-src 'unsafe-inline'; script-src ${scriptHashes}; img-src data:; ` +
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
       "x-content-type-options": "nosniff",
       "referrer-policy": "same-origin"
@@ -531,7 +532,7 @@ const pageErrors = <R>(
       `<!doctype html><meta charset="utf-8"><title>${response.status}</title>` +
         `<p style="font-family:system-ui,sans-serif">${
           detail.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
-        }</p><p><a href="javascript:history.back()">back</a></p>`,
+        }</p>`,
       response.status
     ))
   })

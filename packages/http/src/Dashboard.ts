@@ -10,6 +10,7 @@
 import type { WorkflowStore } from "@memento/workflow"
 import { describeRunError, describeValue, parseJson } from "./internal/adminViews.js"
 import { badge, escape, formatDuration, formatTime, page, statusColors } from "./internal/html.js"
+import { runScript, signInScript, tokenCookie as tokenCookie_ } from "./internal/scripts.js"
 import * as Timeline from "./internal/timeline.js"
 
 /**
@@ -18,7 +19,7 @@ import * as Timeline from "./internal/timeline.js"
  * @since 0.1.0
  * @category constants
  */
-export const tokenCookie = "memento_admin_token"
+export const tokenCookie: string = tokenCookie_
 
 /**
  * Renders a run's timeline as an SVG Gantt chart: one row per journal entry (steps, compensations,
@@ -141,23 +142,6 @@ export const runsPage = (options: RunsPageOptions): string => {
   return page({ title: "Runs", base, body })
 }
 
-const runScript = `(function(){
-var root=document.querySelector("[data-run-id]");if(!root)return;
-var id=root.getAttribute("data-run-id"),base=root.getAttribute("data-base"),notice=document.getElementById("notice");
-function show(text,bad){notice.textContent=text;notice.className=bad?"error":"muted";}
-function post(action,body){return fetch(base+"/api/runs/"+encodeURIComponent(id)+"/"+action,{method:"POST",
-headers:{"content-type":"application/json"},body:JSON.stringify(body),credentials:"same-origin"}).then(function(r){
-return r.json().catch(function(){return {};}).then(function(j){if(!r.ok)throw new Error(j.detail||j.title||("HTTP "+r.status));return j;});});}
-document.querySelectorAll("button[data-action]").forEach(function(button){button.addEventListener("click",function(){
-var action=button.getAttribute("data-action"),body={};
-if(action==="retry"){var from=document.getElementById("from-step");if(from&&from.value)body.fromStep=from.value;}
-if(action==="signal"){var name=document.getElementById("signal-name").value,text=document.getElementById("signal-payload").value,
-sid=document.getElementById("signal-id").value;if(!name){show("a signal needs a name",true);return;}
-try{body={name:name,payload:text===""?null:JSON.parse(text)};}catch(e){show("the payload is not JSON: "+e.message,true);return;}
-if(sid)body.signalId=sid;}
-if(action!=="signal"&&!window.confirm(action+" this run?"))return;
-show(action+"…",false);post(action,body).then(function(){show(action+": done",false);setTimeout(function(){location.reload();},500);},
-function(e){show(action+" failed: "+e.message,true);});});});})();`
 
 const pre = (value: unknown) => `<pre>${escape(JSON.stringify(value, null, 2) ?? "null")}</pre>`
 
@@ -293,10 +277,6 @@ export const runPage = (details: WorkflowStore.RunDetails, options: RunPageOptio
   return page({ title: `Run ${run.id}`, base, body, script: runScript })
 }
 
-const signInScript = `(function(){var form=document.getElementById("sign-in");form.addEventListener("submit",function(e){
-e.preventDefault();var token=document.getElementById("token").value;
-document.cookie="${tokenCookie}="+encodeURIComponent(token)+"; path="+(form.getAttribute("data-path")||"/")+"; SameSite=Strict";
-location.reload();});})();`
 
 /**
  * The page a dashboard request without valid credentials gets (status 401): a form that stores a

@@ -9,6 +9,7 @@
 import { existsSync, mkdirSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
+import { Admin } from "@memento/http"
 import { WorkflowClient } from "@memento/workflow"
 import { Effect } from "effect"
 import type { Browser, Page } from "playwright-core"
@@ -220,5 +221,35 @@ describe("dashboard in headless Chromium", () => {
       const run = yield* awaitStatus("o-waiting", "cancelled")
       assert.isTrue(run.cancelRequested || run.status === "cancelled")
     }).pipe(Effect.scoped, Effect.provide(env(control)))
+  })
+
+  it.live("with Admin.bearer the dashboard shows a sign-in form; the token it stores opens the dashboard", () => {
+    const control = makeControl()
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      yield* client.start(Checkout, { orderId: "o-1", confirm: false })
+      yield* awaitStatus("o-1", "succeeded")
+      const base = yield* baseUrl
+      const chrome = yield* browser
+      yield* withPage(chrome, async (page) => {
+        const denied = await page.goto(`${base}/admin/`)
+        assert.strictEqual(denied?.status(), 401)
+        const csp = denied?.headers()["content-security-policy"] ?? ""
+        assert.match(csp, /script-src 'sha256-[^']+' 'sha256-[^']+';/)
+        assert.strictEqual(await page.locator("tr.run").count(), 0)
+        await page.fill("#token", "wrong")
+        await Promise.all([page.waitForEvent("load"), page.press("#token", "Enter")])
+        assert.strictEqual(await page.locator("#sign-in").count(), 1)
+        await page.fill("#token", "dash-token")
+        await Promise.all([page.waitForEvent("load"), page.press("#token", "Enter")])
+        await page.locator("tr.run").first().waitFor()
+        assert.deepStrictEqual(await page.locator("tr.run").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id"))), [
+          "o-1"
+        ])
+        const cookie = (await page.context().cookies()).find((c) => c.name === "memento_admin_token")
+        assert.strictEqual(cookie?.path, "/admin")
+        assert.strictEqual(cookie?.sameSite, "Strict")
+      })
+    }).pipe(Effect.scoped, Effect.provide(env(control, { auth: Admin.bearer("dash-token") })))
   })
 })
