@@ -102,6 +102,17 @@ describe("Admin API", () => {
       assert.deepStrictEqual(details.signals, [])
       assert.deepStrictEqual(details.children, [])
 
+      // IDs with slashes, spaces and non-ASCII letters are path-encoded
+      const odd = "tenant/42 über?#"
+      yield* client.start(Checkout, { orderId: odd, confirm: false })
+      yield* awaitStatus(odd, "succeeded")
+      const oddReply = yield* call("GET", `/admin/api/runs/${encodeURIComponent(odd)}`)
+      assert.strictEqual(oddReply.status, 200)
+      assert.strictEqual(oddReply.json.run.id, odd)
+      const oddPage = yield* call("GET", `/admin/runs/${encodeURIComponent(odd)}`)
+      assert.strictEqual(oddPage.status, 200)
+      assert.include(oddPage.text, "tenant/42 über?#")
+
       const missing = yield* call("GET", "/admin/api/runs/no-such-run")
       assert.strictEqual(missing.status, 404)
       isProblem(missing, 404)
