@@ -261,7 +261,12 @@ const apiErrors = <A, R>(
   Effect.catchTags(effect, {
     BadRequest: (error) =>
       Effect.succeed(
-        problem(error.status ?? 400, error.title, error.detail, error.errors === undefined ? {} : { errors: error.errors })
+        problem(
+          error.status ?? 400,
+          error.title,
+          error.detail,
+          error.errors === undefined ? {} : { errors: error.errors }
+        )
       ),
     RunNotFound: (error) => Effect.succeed(problem(404, "Run not found", error.message, { runId: error.workflowId })),
     InvalidRunState: (error) =>

@@ -101,7 +101,9 @@ export const runsPage = (options: RunsPageOptions): string => {
       .reduce((sum, count) => sum + count.count, 0)
   const limit = options.limit === 50 ? undefined : String(options.limit)
   const filterLink = (status: WorkflowStore.RunStatus | undefined) => {
-    const on = status === undefined ? options.status.length === 0 : options.status.length === 1 && options.status[0] === status
+    const on = status === undefined
+      ? options.status.length === 0
+      : options.status.length === 1 && options.status[0] === status
     const href = `${base}/${query({ status, workflow, limit })}`
     return `<a class="${on ? "on" : ""}" data-status="${status ?? "all"}" href="${escape(href)}">` +
       `${status === undefined ? "all" : escape(status)} <span class="muted">${countOf(status)}</span></a>`
@@ -126,8 +128,9 @@ export const runsPage = (options: RunsPageOptions): string => {
   }).join("")
   const next = options.nextCursor === null
     ? ""
-    : `<a rel="next" href="${escape(`${base}/${query({ status: statusParam, workflow, limit, cursor: options.nextCursor })}`)}">` +
-      `Next page →</a>`
+    : `<a rel="next" href="${
+      escape(`${base}/${query({ status: statusParam, workflow, limit, cursor: options.nextCursor })}`)
+    }">Next page →</a>`
   const first = options.paged
     ? `<a href="${escape(`${base}/${query({ status: statusParam, workflow, limit })}`)}">← First page</a>`
     : ""
@@ -249,7 +252,8 @@ export const runPage = (details: WorkflowStore.RunDetails, options: RunPageOptio
       `<th>Payload</th></tr></thead><tbody>` +
       [...details.signals].sort((a, b) => a.seq - b.seq).map((signal) =>
         `<tr><td>${escape(signal.name)}</td><td>${escape(signal.signalId)}</td>` +
-        `<td>${escape(formatTime(signal.receivedAt))}</td><td><code>${escape(truncate(signal.payload, 200))}</code></td></tr>`
+        `<td>${escape(formatTime(signal.receivedAt))}</td>` +
+        `<td><code>${escape(truncate(signal.payload, 200))}</code></td></tr>`
       ).join("") + `</tbody></table>`
 
   const children = details.children.length === 0

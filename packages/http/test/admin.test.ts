@@ -93,7 +93,10 @@ describe("Admin API", () => {
         ]
       )
       const charge = details.entries[1]
-      assert.deepStrictEqual(charge.error, { _tag: "CardDeclined", reason: "card of o-1 declined by the <issuer> & bank" })
+      assert.deepStrictEqual(charge.error, {
+        _tag: "CardDeclined",
+        reason: "card of o-1 declined by the <issuer> & bank"
+      })
       assert.include(charge.errorMessage, "declined by the <issuer> & bank")
       const attempts = details.attempts.filter((a: any) => a.key === "charge-card")
       assert.deepStrictEqual(attempts.map((a: any) => [a.attempt, a.outcome]), [[1, "retrying"], [2, "failed"]])
@@ -226,7 +229,9 @@ describe("Admin API", () => {
       assert.isTrue(details.archivedEntries.every((e: any) => e.generation === 1))
       assert.includeMembers(details.archivedEntries.map((e: any) => e.key), ["charge-card"])
       assert.isTrue(
-        details.archivedAttempts.some((a: any) => a.key === "charge-card" && a.outcome === "failed" && a.generation === 1)
+        details.archivedAttempts.some((a: any) =>
+          a.key === "charge-card" && a.outcome === "failed" && a.generation === 1
+        )
       )
 
       const finished = yield* call("POST", "/admin/api/runs/o-1/retry")
@@ -283,7 +288,7 @@ describe("Admin API", () => {
 })
 
 describe("Admin auth", () => {
-  it.live("Admin.bearer: no or a wrong token is 401 with WWW-Authenticate; the right one (header or cookie) passes", () => {
+  it.live("Admin.bearer: no or a wrong token is 401 (WWW-Authenticate); the right one (header, cookie) passes", () => {
     const control = makeControl()
     const auth = { auth: Admin.bearer(Redacted.make("s3cret-token")) }
     return Effect.gen(function*() {

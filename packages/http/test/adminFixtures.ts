@@ -78,7 +78,9 @@ export const checkoutLive = (control: Control) =>
       }, Effect.zipRight(
         work,
         Effect.suspend(() =>
-          control.crash.has(order.orderId) ? Effect.die("shipping label printer on fire") : Effect.succeed(`sh-${charge}`)
+          control.crash.has(order.orderId)
+            ? Effect.die("shipping label printer on fire")
+            : Effect.succeed(`sh-${charge}`)
         )
       ))
       return { shipment }

@@ -44,7 +44,8 @@ export const badge = (status: string): string =>
 
 const css = `
 *{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#212529;background:#f8f9fa}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+  color:#212529;background:#f8f9fa}
 header{background:#212529;color:#f8f9fa;padding:10px 24px;display:flex;gap:16px;align-items:baseline}
 header a{color:#f8f9fa;text-decoration:none;font-weight:600;font-size:16px}
 header span{color:#adb5bd}
@@ -57,16 +58,20 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e9ecef;vertical-
 th{background:#f1f3f5;font-weight:600;font-size:13px}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.nowrap{white-space:nowrap}
-.badge{display:inline-block;color:#fff;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;white-space:nowrap}
+.badge{display:inline-block;color:#fff;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;
+  white-space:nowrap}
 .filters{display:flex;flex-wrap:wrap;gap:6px;margin:8px 0 14px;align-items:center}
-.filters a{padding:3px 10px;border:1px solid #ced4da;border-radius:14px;background:#fff;text-decoration:none;color:#343a40;font-size:13px}
+.filters a{padding:3px 10px;border:1px solid #ced4da;border-radius:14px;background:#fff;text-decoration:none;
+  color:#343a40;font-size:13px}
 .filters a.on{background:#343a40;color:#fff;border-color:#343a40}
 .filters form{margin-left:auto;display:flex;gap:6px}
 .pager{display:flex;gap:16px;margin:12px 0}
 .muted{color:#868e96}
 .error{color:#c92a2a}
-.errbox{background:#fff5f5;border:1px solid #ffc9c9;color:#c92a2a;padding:8px 12px;border-radius:4px;white-space:pre-wrap;word-break:break-word}
-pre{background:#fff;border:1px solid #dee2e6;padding:8px;overflow:auto;max-height:320px;margin:0;white-space:pre-wrap;word-break:break-word}
+.errbox{background:#fff5f5;border:1px solid #ffc9c9;color:#c92a2a;padding:8px 12px;border-radius:4px;
+  white-space:pre-wrap;word-break:break-word}
+pre{background:#fff;border:1px solid #dee2e6;padding:8px;overflow:auto;max-height:320px;margin:0;
+  white-space:pre-wrap;word-break:break-word}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0 0 12px}
 dl.facts dt{color:#868e96}
 dl.facts dd{margin:0}
