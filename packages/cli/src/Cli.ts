@@ -313,7 +313,9 @@ const purgeCommand = Command.make(
     ...common(),
     olderThan: Options.text("older-than").pipe(
       Options.withDescription("Delete runs that finished longer ago than this: 30d, 12h, 90m, 45s, 2w."),
-      Options.mapEffect((text) => Either.match(parseAge(text), { onLeft: (e) => Effect.fail(invalid(e)), onRight: Effect.succeed }))
+      Options.mapEffect((text) =>
+        Either.match(parseAge(text), { onLeft: (message) => Effect.fail(invalid(message)), onRight: Effect.succeed })
+      )
     ),
     status: Options.choice("status", terminalStatuses).pipe(
       Options.withDescription("Only runs in this finished status (repeat for several; default: all four)."),
@@ -338,13 +340,16 @@ const purgeCommand = Command.make(
         (deleted) =>
           print(
             options,
-            () => `deleted ${deleted} run${deleted === 1 ? "" : "s"} finished more than ${Duration.format(options.olderThan)} ago`,
+            () =>
+              `deleted ${deleted} run${deleted === 1 ? "" : "s"} ` +
+              `finished more than ${Duration.format(options.olderThan)} ago`,
             () => ({ deleted })
           )
       ))
 ).pipe(
   Command.withDescription(
-    "Delete finished runs (with their journal, execution log and signals) in batches; unfinished runs are never touched."
+    "Delete finished runs (with their journal, execution log and signals) in batches; " +
+      "unfinished runs are never touched."
   )
 )
 
@@ -434,7 +439,9 @@ const rootCommand = Command.make("memento", {}, () =>
     Console.error("memento: missing command. Run memento --help for the list of commands."),
     Effect.fail(new Reported({ exitCode: ExitCode.Usage }))
   )).pipe(
-    Command.withDescription("Inspect and operate Memento workflow runs on Postgres (DATABASE_URL) or SQLite (--sqlite)."),
+    Command.withDescription(
+      "Inspect and operate Memento workflow runs on Postgres (DATABASE_URL) or SQLite (--sqlite)."
+    ),
     Command.withSubcommands([
       listCommand,
       showCommand,

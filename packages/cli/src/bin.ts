@@ -15,7 +15,13 @@ Cli.run(process.argv).pipe(
     disableErrorReporting: false,
     teardown: (exit, onExit) => {
       // interrupted by SIGINT or SIGTERM (a worker shutting down gracefully): 0; otherwise the code `run` chose
-      onExit(Exit.isSuccess(exit) ? Number(exit.value) : Exit.isInterrupted(exit) ? Cli.ExitCode.Success : Cli.ExitCode.Failure)
+      onExit(
+        Exit.isSuccess(exit)
+          ? Number(exit.value)
+          : Exit.isInterrupted(exit)
+          ? Cli.ExitCode.Success
+          : Cli.ExitCode.Failure
+      )
     }
   })
 )

@@ -35,7 +35,11 @@ const memento = (url: string | null, ...args: ReadonlyArray<string>): Effect.Eff
   })
 
 const expectCode = (result: Result, code: number, what: string) =>
-  assert.strictEqual(result.code, code, `${what}: exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`)
+  assert.strictEqual(
+    result.code,
+    code,
+    `${what}: exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`
+  )
 
 /** The lines of `text` matching `pattern`. */
 const lines = (text: string, pattern: RegExp) => text.split("\n").filter((line) => pattern.test(line))
@@ -69,7 +73,11 @@ const saga = (name: string, counters: ReturnType<typeof makeCounters>) => {
   const implementation = Order.implement((order) =>
     Effect.gen(function*() {
       yield* Step.run("validate", { success: Schema.Boolean }, Effect.sync(() => ++counters.validate > 0))
-      const price = yield* Step.run("price", { success: Schema.Number }, Effect.sync(() => (counters.price++, order.amount)))
+      const price = yield* Step.run(
+        "price",
+        { success: Schema.Number },
+        Effect.sync(() => (counters.price++, order.amount))
+      )
       yield* Step.run("reserve", {
         success: Schema.String,
         compensate: () =>
@@ -88,7 +96,9 @@ const saga = (name: string, counters: ReturnType<typeof makeCounters>) => {
         retry: Schedule.spaced("10 millis").pipe(Schedule.intersect(Schedule.recurs(2)))
       }, Effect.suspend(() => {
         counters.charge++
-        return counters.declines ? Effect.fail(new PaymentDeclined({ message: "card declined" })) : Effect.succeed(price)
+        return counters.declines
+          ? Effect.fail(new PaymentDeclined({ message: "card declined" }))
+          : Effect.succeed(price)
       }))
       yield* Step.run("ship", Effect.sync(() => void counters.ship++))
       return `order ${order.orderId} shipped`
@@ -102,7 +112,8 @@ const approval = (name: string) => {
   const Approval = Workflow.make({ name, payload: Schema.String, success: Schema.Boolean })
   const implementation = Approval.implement(() =>
     Effect.gen(function*() {
-      const approved = yield* Workflow.awaitSignal("approve", Schema.Boolean).pipe(Effect.orDie) // no timeout: never fails
+      // without a timeout the wait never fails
+      const approved = yield* Workflow.awaitSignal("approve", Schema.Boolean).pipe(Effect.orDie)
       return yield* Step.run("record", { success: Schema.Boolean }, Effect.succeed(approved))
     })
   )
@@ -123,7 +134,10 @@ const waitForStatus = (id: string, statuses: ReadonlyArray<string>) =>
 
 /** The store and a client on `url`, with the `SqlClient` for raw SQL. */
 const storeLayer = (url: string) =>
-  WorkflowClient.layer.pipe(Layer.provideMerge(SqlStore.layer()), Layer.provideMerge(pgClient(url, { maxConnections: 4 })))
+  WorkflowClient.layer.pipe(
+    Layer.provideMerge(SqlStore.layer()),
+    Layer.provideMerge(pgClient(url, { maxConnections: 4 }))
+  )
 
 /** The test body in a scope of its own (workers started in it stop before the store closes). */
 const onStore = (url: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -315,10 +329,13 @@ describe("memento on Postgres", () => {
       assert.strictEqual(page.runs[0].workflow, name)
       assert.isTrue(Number.isFinite(Date.parse(page.runs[0].createdAt)))
 
-      const none = JSON.parse((yield* memento(url, "list", "--workflow", name, "--status", "succeeded", "--json")).stdout)
+      const none = JSON.parse(
+        (yield* memento(url, "list", "--workflow", name, "--status", "succeeded", "--json")).stdout
+      )
       assert.deepStrictEqual(none.runs, [])
       const some = JSON.parse(
-        (yield* memento(url, "list", "--workflow", name, "--status", "succeeded", "--status", "pending", "--json")).stdout
+        (yield* memento(url, "list", "--workflow", name, "--status", "succeeded", "--status", "pending", "--json"))
+          .stdout
       )
       assert.strictEqual(some.runs.length, 3)
       const future = new Date(Date.now() + 3_600_000).toISOString()
@@ -362,6 +379,44 @@ describe("memento on Postgres", () => {
       assert.strictEqual(missing.stderr.trim(), `memento: RunNotFound: no workflow run with ID "no-such-run"`)
     }).pipe(onStore(url)))
 
+  it.live("show lists a parent's child runs", () =>
+    Effect.gen(function*() {
+      const Child = Workflow.make({ name: `child-${ns()}`, payload: Schema.Number, success: Schema.Number })
+      const Parent = Workflow.make({ name: `parent-${ns()}`, payload: Schema.Number, success: Schema.Number })
+      const implementations = Layer.mergeAll(
+        Child.implement((n) => Step.run("double", { success: Schema.Number }, Effect.succeed(n * 2))),
+        Parent.implement((n) => Workflow.child(Child, n, { name: "doubling" }).pipe(Effect.orDie))
+      )
+      yield* startWorker({ workflows: [Parent, Child], implementations })
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(Parent, 21, { id: `parent-${ns()}` })
+      assert.strictEqual(yield* client.result(Parent, id).pipe(Effect.timeout("30 seconds")), 42)
+
+      const shown = yield* memento(url, "show", id)
+      expectCode(shown, 0, "show of a parent")
+      const childId = `${id}/doubling`
+      assert.match(
+        shown.stdout,
+        new RegExp(`doubling\\s+child\\s+succeeded\\s.*\\n\\s+child run ${childId} \\(${Child.name}\\)`)
+      )
+      assert.match(
+        shown.stdout,
+        new RegExp(
+          `^children:\\n\\s+ID\\s+WORKFLOW\\s+STATUS\\s+CREATED\\n\\s+${childId}\\s+${Child.name}\\s+succeeded\\s`,
+          "m"
+        )
+      )
+      const json = JSON.parse((yield* memento(url, "show", id, "--json")).stdout)
+      assert.deepStrictEqual(
+        json.children.map((child: { id: string; status: string; parentId: string }) => [
+          child.id,
+          child.status,
+          child.parentId
+        ]),
+        [[childId, "succeeded", id]]
+      )
+    }).pipe(onStore(url)))
+
   it.live("cancel stops a sleeping run, which compensates; resume replays a parked run", () =>
     Effect.gen(function*() {
       let released = 0
@@ -379,7 +434,11 @@ describe("memento on Postgres", () => {
           })
         ),
         Fragile.implement(() =>
-          Step.run("work", { success: Schema.String }, Effect.suspend(() => broken ? Effect.die("bug") : Effect.succeed("ok")))
+          Step.run(
+            "work",
+            { success: Schema.String },
+            Effect.suspend(() => broken ? Effect.die("bug") : Effect.succeed("ok"))
+          )
         )
       )
       yield* startWorker({ workflows: [Sleeper, Fragile], implementations })
@@ -396,7 +455,10 @@ describe("memento on Postgres", () => {
       assert.strictEqual(released, 1)
       const twice = yield* memento(url, "cancel", sleeping)
       expectCode(twice, 1, "cancel of a cancelled run")
-      assert.strictEqual(twice.stderr.trim(), `memento: InvalidRunState: cannot cancel run "${sleeping}" in status cancelled`)
+      assert.strictEqual(
+        twice.stderr.trim(),
+        `memento: InvalidRunState: cannot cancel run "${sleeping}" in status cancelled`
+      )
       assert.match((yield* memento(url, "show", sleeping)).stdout, /^error\s+cancelled by an operator$/m)
 
       const parked = (yield* client.start(Fragile, "f", { id: `fragile-${ns()}` })).id
@@ -439,7 +501,7 @@ describe("memento on Postgres", () => {
       )
     }).pipe(onStore(url)))
 
-  it.live("purge deletes finished runs older than the age, in batches, and nothing else", () =>
+  it.live("purge deletes finished runs older than the age (by status, with a batch size) and nothing else", () =>
     Effect.gen(function*() {
       const own = purgeUrl
       yield* Effect.gen(function*() {
@@ -450,9 +512,10 @@ describe("memento on Postgres", () => {
         const sql = yield* SqlClient.SqlClient
         const day = Duration.toMillis("1 day")
         // 0-4 finished 40 days ago (4 as failed), 5 finished just now, 6 is unfinished and old
-        yield* sql`UPDATE memento_runs SET status = 'succeeded', runnable_at = NULL, completed_at = ${Date.now() - 40 * day}
+        const longAgo = Date.now() - 40 * day
+        yield* sql`UPDATE memento_runs SET status = 'succeeded', runnable_at = NULL, completed_at = ${longAgo}
           WHERE id IN (${`${name}-0`}, ${`${name}-1`}, ${`${name}-2`}, ${`${name}-3`})`
-        yield* sql`UPDATE memento_runs SET status = 'failed', runnable_at = NULL, completed_at = ${Date.now() - 40 * day}
+        yield* sql`UPDATE memento_runs SET status = 'failed', runnable_at = NULL, completed_at = ${longAgo}
           WHERE id = ${`${name}-4`}`
         yield* sql`UPDATE memento_runs SET status = 'succeeded', runnable_at = NULL, completed_at = ${Date.now()}
           WHERE id = ${`${name}-5`}`

@@ -2,7 +2,7 @@
  * The store the CLI talks to: Postgres from `DATABASE_URL`, or a SQLite file from `--sqlite`.
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import { SqlStore } from "@memento/sql"
+import * as SqlStore from "@memento/sql/SqlStore"
 import type { WorkflowStore } from "@memento/workflow/WorkflowStore"
 import type { Layer } from "effect"
 import { Config, Data, Effect, Option } from "effect"

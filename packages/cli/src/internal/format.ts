@@ -161,7 +161,9 @@ const entryNotes = (entry: JournalEntry): ReadonlyArray<string> => {
   const notes: Array<string> = []
   switch (entry.kind) {
     case "compensation":
-      if (entry.key.endsWith(compensateSuffix)) notes.push(`compensation of "${entry.key.slice(0, -compensateSuffix.length)}"`)
+      if (entry.key.endsWith(compensateSuffix)) {
+        notes.push(`compensation of "${entry.key.slice(0, -compensateSuffix.length)}"`)
+      }
       break
     case "sleep":
       if (typeof meta.wakeAt === "number") {
@@ -174,6 +176,13 @@ const entryNotes = (entry: JournalEntry): ReadonlyArray<string> => {
       if (entry.status === "started") notes.push(`waiting for ${name}${deadline}`)
       else if (typeof meta.signalId === "string") notes.push(`received ${name}, signal ID ${meta.signalId}`)
       else notes.push(`waited for ${name}${deadline}`)
+      break
+    }
+    case "child": {
+      if (typeof meta.childId === "string") {
+        const workflow = typeof meta.workflow === "string" ? ` (${meta.workflow})` : ""
+        notes.push(`child run ${meta.childId}${workflow}`)
+      }
       break
     }
     default: {
