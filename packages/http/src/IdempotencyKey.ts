@@ -15,6 +15,7 @@
 import * as Headers from "@effect/platform/Headers"
 import type * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpBody from "@effect/platform/HttpBody"
+import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
@@ -22,7 +23,7 @@ import type { MigrationError } from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Scope } from "effect"
-import { Cause, Chunk, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Schedule, Stream } from "effect"
+import { Cause, Chunk, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Fingerprint from "./internal/fingerprint.js"
 import * as Store from "./internal/idempotencyStore.js"
@@ -162,6 +163,11 @@ export interface Options<E = never, R = never> {
   /** `Retry-After` of the 409 answered while the first request is in flight (default 1 second). */
   readonly retryAfter?: Duration.DurationInput | undefined
   /**
+   * The largest request body the middleware reads (default 1 MiB): a larger one (by its
+   * `Content-Length`, or as it is read) gets 413 and is not processed.
+   */
+  readonly maxRequestBytes?: number | undefined
+  /**
    * The largest response body that is stored (default 1 MiB). A larger response is sent as usual,
    * but only the fact that it was too large is stored: repeats get 410 (see the README).
    */
@@ -290,6 +296,14 @@ export const middleware = <EP = never, RP = never>(options?: Options<EP, RP> | u
   const leaseMs = Math.max(1, Duration.toMillis(options?.inFlightTtl ?? "60 seconds"))
   const retryAfterSeconds = Math.max(1, Math.ceil(Duration.toSeconds(options?.retryAfter ?? "1 second")))
   const maxResponseBytes = options?.maxResponseBytes ?? 1024 * 1024
+  const maxRequestBytes = options?.maxRequestBytes ?? 1024 * 1024
+  const tooLarge = (bytes: number) =>
+    Problem.response({
+      type: problemType("too-large"),
+      title: "Request body too large",
+      status: 413,
+      detail: `The body has ${bytes} bytes; requests with an Idempotency-Key may have at most ${maxRequestBytes}`
+    })
 
   return <E, R>(
     app: HttpApp.Default<E, R>
@@ -318,7 +332,12 @@ export const middleware = <EP = never, RP = never>(options?: Options<EP, RP> | u
       }
       const key = parsed.key
       const store = yield* IdempotencyStore
-      const bytes = new Uint8Array(yield* request.arrayBuffer)
+      const declared = Number(request.headers["content-length"] ?? 0)
+      if (declared > maxRequestBytes) return tooLarge(declared)
+      const bytes = new Uint8Array(
+        yield* HttpIncomingMessage.withMaxBodySize(request.arrayBuffer, Option.some(maxRequestBytes))
+      )
+      if (bytes.length > maxRequestBytes) return tooLarge(bytes.length)
       const principal = yield* principalOf(request)
       const fingerprint = Fingerprint.fingerprint({
         method: request.method,

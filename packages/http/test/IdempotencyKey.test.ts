@@ -72,6 +72,13 @@ const makeApp = (clock: ReturnType<typeof offsetClock>) =>
         }).pipe(idempotent)
       ),
       HttpRouter.post(
+        "/small",
+        Effect.sync(() => {
+          executions.orders++
+          return HttpServerResponse.text("ok")
+        }).pipe(IdempotencyKey.middleware({ maxRequestBytes: 100 }))
+      ),
+      HttpRouter.post(
         "/optional",
         Effect.succeed(HttpServerResponse.text("ok")).pipe(IdempotencyKey.middleware({ required: false }))
       )
@@ -134,7 +141,7 @@ const suite = (database: Database) =>
         assert.strictEqual(executions.orders, 2)
       })))
 
-    it.live("a missing or invalid key gets 400 problem+json and runs nothing", () =>
+    it.live("a missing or invalid key gets 400, a body over the limit 413, as problem+json; nothing runs", () =>
       withStore(Effect.gen(function*() {
         const { executions, send } = yield* makeApp(offsetClock())
         const missing = yield* send(post("/orders", { item: "book" }))
@@ -153,6 +160,13 @@ const suite = (database: Database) =>
           post("/orders", { item: "book" }, { "idempotency-key": "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"" })
         )
         assert.strictEqual(uuid.status, 201)
+        // a body over the limit is refused before anything is reserved
+        const large = yield* send(post("/small", { text: "x".repeat(200) }, { "idempotency-key": "large" }))
+        assert.strictEqual(large.status, 413)
+        assert.strictEqual(large.headers["content-type"], "application/problem+json")
+        assert.strictEqual(executions.orders, 2)
+        const small = yield* send(post("/small", { text: "x" }, { "idempotency-key": "large" }))
+        assert.strictEqual(small.status, 200)
         // not required on this route: no key passes through
         const optional = yield* send(post("/optional", {}))
         assert.strictEqual(optional.status, 200)
