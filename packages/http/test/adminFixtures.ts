@@ -15,6 +15,8 @@ import { Effect, Layer, Schedule, Schema } from "effect"
 
 export class CardDeclined extends Schema.TaggedError<CardDeclined>()("CardDeclined", { reason: Schema.String }) {}
 
+export class NoCarrier extends Schema.TaggedError<NoCarrier>()("NoCarrier", { message: Schema.String }) {}
+
 export const Order = Schema.Struct({
   orderId: Schema.String,
   /** Wait for a "payment-confirmed" signal between charging and shipping. */
@@ -25,7 +27,7 @@ export const Checkout = Workflow.make({
   name: "admin-checkout",
   payload: Order,
   success: Schema.Struct({ shipment: Schema.String }),
-  error: CardDeclined,
+  error: Schema.Union(CardDeclined, NoCarrier),
   idempotencyKey: (order) => order.orderId
 })
 
@@ -35,15 +37,17 @@ export interface Control {
   readonly decline: Set<string>
   /** Order IDs whose shipment step dies with a defect (parks the run as needs_attention). */
   readonly crash: Set<string>
+  /** Order IDs whose shipment finds no carrier (every attempt): the last step fails, the saga compensates. */
+  readonly noCarrier: Set<string>
   /** Milliseconds each step takes, so that the timeline has visible bars. */
   stepMs: number
 }
 
-export const makeControl = (): Control => ({ decline: new Set(), crash: new Set(), stepMs: 0 })
+export const makeControl = (): Control => ({ decline: new Set(), crash: new Set(), noCarrier: new Set(), stepMs: 0 })
 
 /**
  * reserve-inventory (compensated: release-inventory) → charge-card (2 attempts; compensated:
- * refund) → [await "payment-confirmed"] → create-shipment (compensated: cancel) → done.
+ * refund) → [await "payment-confirmed"] → create-shipment (2 attempts; compensated: cancel) → done.
  */
 export const checkoutLive = (control: Control) =>
   Checkout.implement((order) =>
@@ -74,12 +78,16 @@ export const checkoutLive = (control: Control) =>
       }
       const shipment = yield* Step.run("create-shipment", {
         success: Schema.String,
+        error: NoCarrier,
+        retry: Schedule.recurs(1),
         compensate: () => work
       }, Effect.zipRight(
         work,
         Effect.suspend(() =>
           control.crash.has(order.orderId)
             ? Effect.die("shipping label printer on fire")
+            : control.noCarrier.has(order.orderId)
+            ? Effect.fail(new NoCarrier({ message: `no carrier <accepts> parcels for ${order.orderId} today` }))
             : Effect.succeed(`sh-${charge}`)
         )
       ))

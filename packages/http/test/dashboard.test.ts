@@ -45,13 +45,27 @@ const withPage = <A>(browser: Browser, f: (page: Page) => Promise<A>) =>
 
 const xssId = `<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">`
 
-/** Runs of every interesting kind: succeeded, compensated (twice), retried, waiting, hostile ID. */
+/** The switches `seed` needs: which orders are declined, which find no carrier. */
+const seedControl = (stepMs: number) => {
+  const control = makeControl()
+  control.stepMs = stepMs
+  for (const id of ["o-declined", xssId, "o-retried"]) control.decline.add(id)
+  control.noCarrier.add("o-shipping")
+  return control
+}
+
+/**
+ * Runs of every interesting kind: succeeded, compensated after the charge was declined (three, one
+ * with a hostile ID), compensated after the last step failed, retried, waiting.
+ */
 const seed = Effect.gen(function*() {
   const client = yield* WorkflowClient.WorkflowClient
   yield* client.start(Checkout, { orderId: "o-good", confirm: false })
   yield* awaitStatus("o-good", "succeeded")
   yield* client.start(Checkout, { orderId: "o-declined", confirm: false })
   yield* awaitStatus("o-declined", "compensated")
+  yield* client.start(Checkout, { orderId: "o-shipping", confirm: false })
+  yield* awaitStatus("o-shipping", "compensated")
   yield* client.start(Checkout, { orderId: xssId, confirm: false })
   yield* awaitStatus(xssId, "compensated")
   yield* client.start(Checkout, { orderId: "o-retried", confirm: false })
@@ -64,9 +78,7 @@ const seed = Effect.gen(function*() {
 
 describe("dashboard in headless Chromium", () => {
   it.live("runs list: status filter, pagination, links to runs; run data is escaped", () => {
-    const control = makeControl()
-    control.stepMs = 5
-    for (const id of ["o-declined", xssId, "o-retried"]) control.decline.add(id)
+    const control = seedControl(5)
     return Effect.gen(function*() {
       yield* seed
       const base = yield* baseUrl
@@ -75,13 +87,13 @@ describe("dashboard in headless Chromium", () => {
         const response = await page.goto(`${base}/admin`)
         assert.strictEqual(response?.status(), 200)
         const ids = () => page.locator("tr.run").evaluateAll((rows) => rows.map((row) => row.getAttribute("data-id")))
-        assert.sameMembers(await ids(), ["o-good", "o-declined", xssId, "o-retried", "o-waiting"])
-        assert.strictEqual(await page.locator(`.filters a[data-status="compensated"] .muted`).textContent(), "3")
+        assert.sameMembers(await ids(), ["o-good", "o-declined", "o-shipping", xssId, "o-retried", "o-waiting"])
+        assert.strictEqual(await page.locator(`.filters a[data-status="compensated"] .muted`).textContent(), "4")
 
         // status filter
         await page.click(`.filters a[data-status="compensated"]`)
         await page.waitForURL(/status=compensated/)
-        assert.sameMembers(await ids(), ["o-declined", xssId, "o-retried"])
+        assert.sameMembers(await ids(), ["o-declined", "o-shipping", xssId, "o-retried"])
         const statuses = await page.locator("tr.run").evaluateAll((rows) =>
           rows.map((r) => r.getAttribute("data-status"))
         )
@@ -95,7 +107,7 @@ describe("dashboard in headless Chromium", () => {
         await page.goto(`${base}/admin/`)
         await page.screenshot({ path: `${screenshots}runs-list.png` })
 
-        // pagination: 2 + 2 + 1, every run once
+        // pagination: 2 + 2 + 2, every run once
         await page.goto(`${base}/admin/?limit=2`)
         const seen: Array<string | null> = [...await ids()]
         assert.strictEqual(seen.length, 2)
@@ -105,7 +117,7 @@ describe("dashboard in headless Chromium", () => {
           seen.push(...await ids())
         }
         assert.strictEqual(await page.locator(`a[rel="next"]`).count(), 0)
-        assert.sameMembers(seen, ["o-good", "o-declined", xssId, "o-retried", "o-waiting"])
+        assert.sameMembers(seen, ["o-good", "o-declined", "o-shipping", xssId, "o-retried", "o-waiting"])
 
         // the hostile ID is shown as text, nothing ran
         await page.goto(`${base}/admin/`)
@@ -125,19 +137,18 @@ describe("dashboard in headless Chromium", () => {
   })
 
   it.live("a compensated run's timeline: a bar per step and compensation, failed attempts red with the error", () => {
-    const control = makeControl()
-    control.stepMs = 40 // visible bars
-    for (const id of ["o-declined", xssId, "o-retried"]) control.decline.add(id)
+    const control = seedControl(40) // visible bars
     return Effect.gen(function*() {
       yield* seed
       const base = yield* baseUrl
       const chrome = yield* browser
       yield* withPage(chrome, async (page) => {
+        // the saga whose last step (create-shipment) failed: the charge is refunded, the stock released
         await page.goto(`${base}/admin/?status=compensated`)
-        await page.click(`tr.run[data-id="o-declined"] a`)
-        await page.waitForURL(/\/admin\/runs\/o-declined$/)
+        await page.click(`tr.run[data-id="o-shipping"] a`)
+        await page.waitForURL(/\/admin\/runs\/o-shipping$/)
         assert.strictEqual(await page.locator("[data-run-id]").getAttribute("data-status"), "compensated")
-        assert.include(await page.locator(".run-error").textContent(), "declined by the <issuer> & bank")
+        assert.include(await page.locator(".run-error").textContent(), "no carrier <accepts> parcels for o-shipping")
 
         const svg = page.locator("svg.timeline")
         assert.strictEqual(await svg.count(), 1)
@@ -146,42 +157,41 @@ describe("dashboard in headless Chromium", () => {
         )
         assert.deepStrictEqual(rows, [
           ["reserve-inventory", "step", "succeeded"],
-          ["charge-card", "step", "failed"],
+          ["charge-card", "step", "succeeded"],
+          ["create-shipment", "step", "failed"],
+          ["charge-card#compensate", "compensation", "succeeded"],
           ["reserve-inventory#compensate", "compensation", "succeeded"]
         ])
         // each row has a visible bar; the bars follow one another in time
         const boxes = await svg.locator("g.row rect.span").evaluateAll((rects) =>
           rects.map((r) => ({ x: Number(r.getAttribute("x")), width: Number(r.getAttribute("width")) }))
         )
+        assert.strictEqual(boxes.length, 5)
         for (const box of boxes) assert.isAtLeast(box.width, 2)
-        assert.isBelow(boxes[0]!.x, boxes[1]!.x)
-        assert.isBelow(boxes[1]!.x, boxes[2]!.x)
+        for (let i = 1; i < boxes.length; i++) assert.isBelow(boxes[i - 1]!.x, boxes[i]!.x)
 
-        // the charge's two attempts, both failed, red, with the error in their tooltip
-        const attempts = await svg.locator(`g.row[data-key="charge-card"] rect.attempt`).evaluateAll((rects) =>
+        // the shipment's two attempts, both failed, red, with the error in their tooltip
+        const attempts = await svg.locator(`g.row[data-key="create-shipment"] rect.attempt`).evaluateAll((rects) =>
           rects.map((r) => ({
             outcome: r.getAttribute("data-outcome"),
             fill: r.getAttribute("fill"),
             title: r.querySelector("title")?.textContent ?? ""
           }))
         )
-        assert.strictEqual(attempts.length, 2)
         assert.deepStrictEqual(attempts.map((a) => a.outcome), ["retrying", "failed"])
         for (const attempt of attempts) {
           assert.strictEqual(attempt.fill, "#e03131")
-          assert.include(attempt.title, "card of o-declined declined by the <issuer> & bank")
+          assert.include(attempt.title, "no carrier <accepts> parcels for o-shipping today")
         }
-        // the compensation in its own colour
-        const compensation = await svg.locator(`g.row[data-kind="compensation"] rect.attempt`).getAttribute("fill")
-        assert.strictEqual(compensation, "#7048e8")
-        assert.notStrictEqual(
-          compensation,
-          await svg.locator(`g.row[data-key="reserve-inventory"] rect.attempt`).getAttribute("fill")
-        )
+        // steps that succeeded in green, compensations in their own colour
+        const fills = (selector: string) =>
+          svg.locator(`${selector} rect.attempt`).evaluateAll((rects) => rects.map((r) => r.getAttribute("fill")))
+        assert.deepStrictEqual(await fills(`g.row[data-kind="step"][data-status="succeeded"]`), ["#2f9e44", "#2f9e44"])
+        assert.deepStrictEqual(await fills(`g.row[data-kind="compensation"]`), ["#7048e8", "#7048e8"])
         // failed attempts listed beneath the picture with their error
         const failures = page.locator("li.failure")
         assert.strictEqual(await failures.count(), 2)
-        assert.include(await failures.first().textContent(), "declined by the <issuer> & bank")
+        assert.include(await failures.first().textContent(), "no carrier <accepts> parcels for o-shipping today")
         assert.isTrue(await page.getByText("Failed attempts").isVisible())
 
         mkdirSync(screenshots, { recursive: true })
