@@ -133,6 +133,17 @@ describe("dashboard in headless Chromium", () => {
         assert.strictEqual(await page.locator("img[src=x]").count(), 0)
         assert.strictEqual(await page.locator(`svg.timeline g.row`).count(), 3)
       })
+      // signal names and payloads come from API callers: escaped as well
+      const client = yield* WorkflowClient.WorkflowClient
+      const hostilePayload = "</code></script><script>window.__xss = 4</script>"
+      yield* client.signal("o-waiting", `<img src=x onerror="window.__xss = 3">`, hostilePayload)
+      yield* withPage(chrome, async (page) => {
+        await page.goto(`${base}/admin/runs/o-waiting`)
+        assert.include(await page.locator("table.signals").textContent(), `<img src=x onerror="window.__xss = 3">`)
+        assert.include(await page.locator("table.signals").textContent(), "<script>window.__xss = 4</script>")
+        assert.isUndefined(await page.evaluate(() => (globalThis as any).__xss))
+        assert.strictEqual(await page.locator("img").count(), 0)
+      })
     }).pipe(Effect.scoped, Effect.provide(env(control)))
   })
 
