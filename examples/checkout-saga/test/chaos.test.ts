@@ -1,6 +1,6 @@
 /**
- * `npm run chaos` in small: 30 orders through worker processes on Postgres, at least 20 of them
- * killed with SIGKILL, faults in every provider. Runs the built driver (`dist/chaos.js`, which
+ * `npm run chaos` in small: 30 orders through POST /checkout and worker processes on Postgres, at
+ * least 20 workers killed with SIGKILL, faults in every provider, confirmations as signed webhooks. Runs the built driver (`dist/chaos.js`, which
  * `npm test` builds first) as a child process, as a user would, and checks its exit code and the
  * invariants it printed.
  */
@@ -19,7 +19,9 @@ const invariants = [
   "no run stuck or unfinished",
   "every succeeded order has one shipment and one email",
   "no duplicate side effects",
-  "declined, out-of-stock and unconfirmed orders took their paths"
+  "declined, out-of-stock and unconfirmed orders took their paths",
+  "each payment confirmation signalled its run once",
+  "repeated POST /checkout (same Idempotency-Key) replayed the stored response"
 ]
 
 const runChaos = (args: ReadonlyArray<string>) =>
@@ -58,5 +60,9 @@ describe("chaos", () => {
       assert.isAbove(statuses.succeeded ?? 0, 0)
       assert.isAbove(statuses.compensated ?? 0, 0)
       assert.isAbove(statuses.failed ?? 0, 0)
+      // confirmations came as signed webhooks, some of them more than once
+      assert.isAtLeast(result.webhookDeliveries, statuses.succeeded ?? 0)
+      assert.isAbove(result.webhookDuplicates, 0)
+      assert.isAbove(result.replays, 0)
     }), 150_000)
 })
