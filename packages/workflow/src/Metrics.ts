@@ -2,8 +2,9 @@
  * The metrics the engine records, as Effect `Metric`s. Read them with `Metric.value` or export them
  * with any Effect metrics exporter (`@effect/opentelemetry`'s `Resource` + `Metrics` layers, or a
  * Prometheus scrape of the OpenTelemetry SDK). Counters are tagged with `workflow` (the workflow's
- * name); step metrics also with `step` (the step key without its `#2`, `#3` occurrence suffix);
- * the gauge with `worker` (the worker ID).
+ * name); step metrics also with `step` (the step key without its `#2`, `#3` occurrence suffix),
+ * `runsParked` with `status`; the gauge with `worker` (the worker ID). `Metric.value` finds a
+ * metric by its tags in the order they were added: `workflow` first, then `step` or `status`.
  *
  * ```ts
  * const failed = yield* Metric.value(Metrics.runsFailed.pipe(Metric.tagged("workflow", "checkout")))

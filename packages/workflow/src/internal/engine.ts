@@ -33,7 +33,7 @@ const finishedCounter = (status: RunStatus): Metric.Metric.Counter<number> | und
       return Metrics.runsCancelled
     case "needs_attention":
     case "dead":
-      return Metric.tagged(Metrics.runsParked, "status", status)
+      return Metrics.runsParked
     default:
       return undefined
   }
@@ -182,7 +182,8 @@ export const executeRun = (options: {
           ...(signal === undefined ? {} : { signal })
         })
         const counter = finishedCounter(status)
-        if (counter !== undefined) yield* Metric.increment(tagged(counter))
+        if (counter === Metrics.runsParked) yield* Metric.increment(Metric.tagged(tagged(counter), "status", status))
+        else if (counter !== undefined) yield* Metric.increment(tagged(counter))
         return status
       })
 
