@@ -102,9 +102,37 @@ describe("SqlStore on SQLite", () => {
       yield* capture("list", store.list({ status: "running", limit: 10 }))
       yield* capture("list", store.list({}))
       yield* capture("inspect", store.inspect(run.id))
+      // the operations: an alerting commit, retry, alerts, list by parent, purge of a finished run
+      yield* capture("failing commit", store.commit(commitOf(run, {
+        transition: { status: "failed", runnableAt: null, release: true, error: "\"boom\"" }
+      })))
+      yield* capture("retry", store.retry({ runId: run.id, archiveKeys: ["a"], from: ["failed"] }))
+      yield* capture("claimAlerts", store.claimAlerts({ limit: 10, leaseMs: 60_000 }))
+      yield* capture("alerts", store.alerts(run.id))
+      yield* capture("list", store.list({ parentId: run.id }))
+      const [again] = yield* store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 })
+      yield* store.commit(commitOf(again, { transition: { status: "succeeded", runnableAt: null, release: true } }))
+      assert.strictEqual(
+        yield* capture("purge", store.purge({ completedBefore: Date.now() + 60_000, statuses: ["succeeded"], limit: 10 })),
+        1
+      )
       const counts = captured.reduce<Record<string, number>>((acc, { name }) => ({ ...acc, [name]: (acc[name] ?? 0) + 1 }), {})
       // commit and signal run their statements in one transaction (BEGIN/COMMIT are not counted here)
-      assert.deepStrictEqual(counts, { create: 1, claim: 1, load: 1, commit: 3, heartbeat: 1, signal: 2, list: 3, inspect: 1 })
+      assert.deepStrictEqual(counts, {
+        create: 1,
+        claim: 1,
+        load: 1,
+        commit: 3,
+        heartbeat: 1,
+        signal: 2,
+        list: 4,
+        inspect: 1,
+        "failing commit": 2,
+        retry: 6,
+        claimAlerts: 1,
+        alerts: 1,
+        purge: 8
+      })
       for (const { name, params, text } of captured) {
         const plan = yield* sql.unsafe<{ readonly detail: string }>(`EXPLAIN QUERY PLAN ${text}`, params)
         const scans = plan.map((row) => row.detail).filter((detail) =>
