@@ -5,7 +5,11 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as HttpServer from "@effect/platform/HttpServer"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { Admin } from "@memento/http"
+import { SqlStore } from "@memento/sql"
 import { WorkflowClient } from "@memento/workflow"
 import { Effect, Exit, Layer, Redacted } from "effect"
 import type { Control } from "./adminFixtures.js"
@@ -389,5 +393,49 @@ describe("Admin auth", () => {
       assert.isFalse(Admin.isLoopback(tcp(host)), host)
     }
     assert.isTrue(Admin.isLoopback({ _tag: "UnixAddress", path: "/tmp/admin.sock" }))
+  })
+})
+
+describe("Admin API over SQLite", () => {
+  it.live("inspects a compensated run, retries it and lists runs on a SQLite file", () => {
+    const control = makeControl()
+    control.noCarrier.add("o-1")
+    const dir = mkdtempSync(join(tmpdir(), "memento-admin-"))
+    const store = SqlStore.layerSqlite({ filename: join(dir, "memento.db") })
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      yield* client.start(Checkout, { orderId: "o-1", confirm: false })
+      yield* awaitStatus("o-1", "compensated")
+
+      const details = (yield* call("GET", "/admin/api/runs/o-1")).json
+      assert.deepStrictEqual(details.entries.map((e: any) => [e.key, e.status]), [
+        ["reserve-inventory", "succeeded"],
+        ["charge-card", "succeeded"],
+        ["create-shipment", "failed"],
+        ["charge-card#compensate", "succeeded"],
+        ["reserve-inventory#compensate", "succeeded"]
+      ])
+      assert.include(details.run.errorMessage, "NoCarrier: no carrier <accepts> parcels for o-1 today")
+      const failed = details.attempts.filter((a: any) => a.key === "create-shipment").map((a: any) => a.outcome)
+      assert.deepStrictEqual(failed, ["retrying", "failed"])
+
+      control.noCarrier.delete("o-1")
+      const retried = yield* call("POST", "/admin/api/runs/o-1/retry", { body: {} })
+      assert.strictEqual(retried.status, 200)
+      assert.deepStrictEqual(yield* client.result(Checkout, "o-1"), { shipment: "sh-ch-res-o-1" })
+      const after = (yield* call("GET", "/admin/api/runs/o-1")).json
+      assert.strictEqual(after.run.status, "succeeded")
+      assert.includeMembers(after.archivedEntries.map((e: any) => e.key), ["create-shipment", "charge-card#compensate"])
+
+      const listed = yield* call("GET", "/admin/api/runs?status=succeeded")
+      assert.deepStrictEqual(listed.json.runs.map((r: any) => r.id), ["o-1"])
+      const page = yield* call("GET", "/admin/runs/o-1")
+      assert.strictEqual(page.status, 200)
+      assert.include(page.text, "<svg")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(env(control, {}, store)),
+      Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+    )
   })
 })

@@ -97,12 +97,15 @@ export const checkoutLive = (control: Control) =>
 
 export const settings = WorkflowConfig.layer({ pollMs: 50, resultPollMs: 50, leaseMs: 10_000, heartbeatMs: 2_000 })
 
-/** Store, client and worker, with the config also provided to the test. */
-export const memento = (control: Control) =>
+/** Store (default: a MemoryStore), client and worker, with the config also provided to the test. */
+export const memento = <SE = never>(
+  control: Control,
+  store: Layer.Layer<WorkflowStore.WorkflowStore, SE> = MemoryStore.layer as Layer.Layer<WorkflowStore.WorkflowStore>
+) =>
   Layer.mergeAll(
     WorkflowClient.layer,
     Worker.layer({ workflows: [Checkout], concurrency: 10 }).pipe(Layer.provide(checkoutLive(control)))
-  ).pipe(Layer.provideMerge(MemoryStore.layer), Layer.provideMerge(settings))
+  ).pipe(Layer.provideMerge(store), Layer.provideMerge(settings))
 
 /** A real HTTP server on `host`, port 0. */
 export const server = (host = "127.0.0.1") => NodeHttpServer.layer(createServer, { port: 0, host })
@@ -118,8 +121,11 @@ export const app = <E = never, R = never>(options: Admin.Options<E, R> = {}) =>
     )))
 
 /** The whole environment: server, admin app, store, client and worker. */
-export const env = <E = never, R = never>(control: Control, options: Admin.Options<E, R> = {}) =>
-  app(options).pipe(Layer.provideMerge(server()), Layer.provideMerge(memento(control)))
+export const env = <E = never, R = never, SE = never>(
+  control: Control,
+  options: Admin.Options<E, R> = {},
+  store?: Layer.Layer<WorkflowStore.WorkflowStore, SE>
+) => app(options).pipe(Layer.provideMerge(server()), Layer.provideMerge(memento(control, store)))
 
 /** The base URL of the server in context. */
 export const baseUrl = Effect.flatMap(HttpServer.HttpServer, (server) =>
