@@ -9,7 +9,8 @@
 import { existsSync, mkdirSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
-import { Admin } from "@memento/http"
+import { Admin, Dashboard } from "@memento/http"
+import type { WorkflowStore } from "@memento/workflow"
 import { WorkflowClient } from "@memento/workflow"
 import { Effect } from "effect"
 import type { Browser, Page } from "playwright-core"
@@ -273,5 +274,83 @@ describe("dashboard in headless Chromium", () => {
         assert.strictEqual(cookie?.sameSite, "Strict")
       })
     }).pipe(Effect.scoped, Effect.provide(env(control, { auth: Admin.bearer("dash-token") })))
+  })
+})
+
+describe("Dashboard.timeline", () => {
+  const entry = (
+    key: string,
+    seq: number,
+    kind: WorkflowStore.EntryKind,
+    status: WorkflowStore.EntryStatus,
+    startedAt: number,
+    completedAt: number | null
+  ): WorkflowStore.JournalEntry => ({
+    key,
+    seq,
+    kind,
+    status,
+    output: null,
+    error: status === "failed" ? JSON.stringify({ _tag: "SignalTimeout", signal: "approval" }) : null,
+    attempts: 1,
+    meta: null,
+    startedAt,
+    completedAt
+  })
+  const details: WorkflowStore.RunDetails = {
+    run: {
+      id: "r-1",
+      workflow: "w",
+      status: "running",
+      payload: "null",
+      output: null,
+      error: null,
+      epoch: 2,
+      leaseOwner: "worker-1",
+      leaseExpiresAt: 50_000,
+      runnableAt: null,
+      cancelRequested: false,
+      recoveries: 0,
+      parentId: null,
+      createdAt: 1_000,
+      updatedAt: 9_000,
+      completedAt: null
+    },
+    entries: [
+      entry("cooling-off", 1, "sleep", "succeeded", 1_000, 4_000),
+      entry("approval", 2, "signal", "failed", 4_000, 6_000),
+      entry("invoice", 3, "child", "succeeded", 6_000, 7_000),
+      entry(`<b>bold</b> & "quoted"`, 4, "step", "started", 7_000, null)
+    ],
+    attempts: [
+      { key: `<b>bold</b> & "quoted"`, attempt: 1, outcome: "running", error: null, startedAt: 7_000, endedAt: null }
+    ],
+    archivedEntries: [],
+    archivedAttempts: [],
+    signals: [],
+    children: []
+  }
+
+  it("draws sleeps, signal waits, child runs and running steps, ending open bars at now, escaping keys", () => {
+    const svg = Dashboard.timeline(details, { now: 11_000 })
+    const rows = [...svg.matchAll(/<g class="row" data-key="([^"]*)" data-kind="(\w+)" data-status="(\w+)"/g)]
+      .map((m) => [m[1], m[2], m[3]])
+    assert.deepStrictEqual(rows, [
+      ["cooling-off", "sleep", "succeeded"],
+      ["approval", "signal", "failed"],
+      ["invoice", "child", "succeeded"],
+      ["&lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot;", "step", "started"]
+    ])
+    assert.notInclude(svg, "<b>")
+    const bar = (outcome: string) => new RegExp(`class="attempt" data-outcome="${outcome}"[^>]*fill="(#[0-9a-f]+)"`)
+    assert.strictEqual(svg.match(bar("running"))?.[1], "#1c7ed6")
+    assert.include(svg, `data-outcome="failed" x=`) // the signal wait that timed out
+    assert.match(svg, /data-outcome="failed"[^>]*fill="#e03131"><title>[^<]*SignalTimeout/)
+    // the running step's bar reaches now: 10 s of an axis from 1 s to 11 s ends at the plot's right edge
+    const running = svg.match(/data-outcome="running" data-attempt="1" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"/)
+    assert.isNotNull(running)
+    const right = Number(running![1]) + Number(running![2])
+    assert.closeTo(right, 1100 - 90 - 10, 0.5)
+    assert.include(svg, ">running</text>")
   })
 })
