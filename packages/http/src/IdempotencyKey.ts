@@ -307,7 +307,7 @@ export const middleware = <EP = never, RP = never>(options?: Options<EP, RP> | u
 
   return <E, R>(
     app: HttpApp.Default<E, R>
-  ): HttpApp.Default<E | EP | HttpServerError.RequestError, R | RP | IdempotencyStore> =>
+  ): HttpApp.Default<E | EP, R | RP | IdempotencyStore> =>
     Effect.gen(function*() {
       const request = yield* HttpServerRequest.HttpServerRequest
       if (!methods.has(request.method.toUpperCase())) return yield* app
@@ -334,9 +334,18 @@ export const middleware = <EP = never, RP = never>(options?: Options<EP, RP> | u
       const store = yield* IdempotencyStore
       const declared = Number(request.headers["content-length"] ?? 0)
       if (declared > maxRequestBytes) return tooLarge(declared)
-      const bytes = new Uint8Array(
-        yield* HttpIncomingMessage.withMaxBodySize(request.arrayBuffer, Option.some(maxRequestBytes))
+      const read = yield* Effect.either(
+        HttpIncomingMessage.withMaxBodySize(request.arrayBuffer, Option.some(maxRequestBytes))
       )
+      if (read._tag === "Left") {
+        return Problem.response({
+          type: problemType("unreadable"),
+          title: "Request body unreadable",
+          status: 400,
+          detail: `The body could not be read (at most ${maxRequestBytes} bytes): ${read.left.message}`
+        })
+      }
+      const bytes = new Uint8Array(read.right)
       if (bytes.length > maxRequestBytes) return tooLarge(bytes.length)
       const principal = yield* principalOf(request)
       const fingerprint = Fingerprint.fingerprint({

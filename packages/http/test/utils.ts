@@ -6,6 +6,7 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpServer from "@effect/platform/HttpServer"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Clock, Duration, Effect, Layer } from "effect"
@@ -66,7 +67,7 @@ export const serve = <E, R>(
 ): Effect.Effect<
   (request: HttpClientRequest.HttpClientRequest) => Effect.Effect<Response>,
   never,
-  Exclude<R, HttpServer.HttpServer | Scope.Scope> | Scope.Scope
+  Exclude<R, HttpServer.HttpServer | HttpServerRequest.HttpServerRequest | Scope.Scope> | Scope.Scope
 > =>
   Effect.gen(function*() {
     const context = yield* Layer.build(NodeHttpServer.layerTest)
