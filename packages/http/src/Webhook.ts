@@ -100,7 +100,10 @@ export interface Signature {
   readonly secret: string | Redacted.Redacted
   /** Default `webhook-signature`. */
   readonly header?: string | undefined
-  /** Where the timestamp (Unix seconds) is, when the signature header does not carry it. Default `webhook-timestamp`. */
+  /**
+   * Where the timestamp (Unix seconds) is, when the signature header does not carry it. Default
+   * `webhook-timestamp`.
+   */
   readonly timestampHeader?: string | undefined
   /** Default `sha256`. */
   readonly algorithm?: "sha256" | "sha512" | undefined

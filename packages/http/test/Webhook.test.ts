@@ -56,7 +56,8 @@ const makeApp = (clock: ReturnType<typeof offsetClock>) =>
           schema: Event,
           eventId: (event) => event.id,
           // a random signal ID: only the de-duplication prevents a second signal
-          handle: (event) => client.signal(event.runId!, "confirmed", { amount: event.amount }, { signalId: randomUUID() })
+          handle: (event) =>
+            client.signal(event.runId!, "confirmed", { amount: event.amount }, { signalId: randomUUID() })
         })
       )
     )
@@ -157,7 +158,7 @@ const suite = (database: Database) =>
         assert.strictEqual(yield* countEvents, 3)
       })))
 
-    it.live("a handler failure rolls back the record and the run it started, also while other starts are in flight", () =>
+    it.live("a failing handler rolls back the record and the run it started, while other starts are batched", () =>
       withMemento(Effect.gen(function*() {
         const send = yield* makeApp(offsetClock())
         const client = yield* WorkflowClient.WorkflowClient

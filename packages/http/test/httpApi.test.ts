@@ -22,7 +22,8 @@ describe("IdempotencyKey with HttpApi", () => {
     Effect.gen(function*() {
       let executions = 0
       const OrdersLive = HttpApiBuilder.group(Api, "orders", (handlers) =>
-        handlers.handle("create", ({ payload }) => Effect.sync(() => ({ execution: ++executions, item: payload.item }))))
+        handlers.handle("create", ({ payload }) =>
+          Effect.sync(() => ({ execution: ++executions, item: payload.item }))))
       const ApiLive = HttpApiBuilder.api(Api).pipe(Layer.provide(OrdersLive))
       const context = yield* Layer.build(
         Layer.mergeAll(
