@@ -8,7 +8,7 @@
  *   every simulated provider (default none).
  * - `PAYMENT_CONFIRMATION_DELAY` (default 500 millis), `PAYMENT_CONFIRMATION_TIMEOUT` (default
  *   30 seconds): when the payment provider confirms, and how long the saga waits for it.
- * - `PAYMENTS_WEBHOOK_URL` (default `http://localhost:$PORT/webhooks/payments`),
+ * - `PAYMENTS_WEBHOOK_URL` (default `http://127.0.0.1:$PORT/webhooks/payments`),
  *   `PAYMENTS_WEBHOOK_SECRET`, `PAYMENTS_WEBHOOK_DELIVERIES` (default 2: every confirmation is
  *   delivered twice, the second de-duplicated): how the payment provider confirms (`PaymentWebhook.ts`).
  * - `WORKER_ID`, `WORKER_CONCURRENCY` (default 10): the worker's name and how many runs it executes

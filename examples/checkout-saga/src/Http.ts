@@ -8,6 +8,7 @@
  *   so the same order under a new key returns the same run (200, `created: false`); the same order
  *   ID with another order is 409. Bad input is 400, as `application/problem+json`.
  * - `POST /webhooks/payments` — the payment provider's signed confirmations (`PaymentWebhook.ts`).
+ * - `/admin` — the admin API and the dashboard of `@memento/http` (`ADMIN_TOKEN`, see `adminRouter`).
  * - `GET /orders/:id` — the run's status, receipt or error, and the saga's progress: every step
  *   with its status and attempts, the compensations, the signals received.
  * - `GET /ledger` — the simulated providers' books and whether the saga's invariants hold.
@@ -23,8 +24,11 @@ import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Layer } from "effect"
 import { WorkflowClient, WorkflowError, type WorkflowStore } from "@memento/workflow"
-import { IdempotencyKey, Webhook } from "@memento/http"
-import { Cause, Effect, Exit, Layer as L, Option, ParseResult, Schema } from "effect"
+import type * as HttpApp from "@effect/platform/HttpApp"
+import type * as HttpServerError from "@effect/platform/HttpServerError"
+import { Admin, IdempotencyKey, Webhook } from "@memento/http"
+import type { ConfigError } from "effect"
+import { Cause, Config, Effect, Exit, Layer as L, Option, ParseResult, Schema } from "effect"
 import { Checkout, CheckoutFailed, Order, type Receipt } from "./Checkout.js"
 import * as Ledger from "./Ledger.js"
 import * as PaymentWebhook from "./PaymentWebhook.js"
@@ -191,15 +195,23 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.get("/health", health)
 )
 
+/** Problem+json answers for unknown routes and unexpected failures. */
+const withProblems = <E, R>(app: HttpApp.Default<E, R>) =>
+  app.pipe(
+    Effect.catchAllCause((cause) => {
+      const failure = Cause.failureOption(cause)
+      if (Option.isSome(failure) && (failure.value as { readonly _tag?: unknown })._tag === "RouteNotFound") {
+        const request = (failure.value as unknown as HttpServerError.RouteNotFound).request
+        return Effect.succeed(problem(404, "Not found", `no route for ${request.method} ${request.url}`))
+      }
+      return Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause)
+        : Effect.as(Effect.logError("request failed", cause), problem(500, "Internal error", "see the service log"))
+    })
+  )
+
 /** The router with problem+json answers for unknown routes and unexpected failures. */
-export const app = router.pipe(
-  Effect.catchTag("RouteNotFound", (error) =>
-    Effect.succeed(problem(404, "Not found", `no route for ${error.request.method} ${error.request.url}`))),
-  Effect.catchAllCause((cause) =>
-    Cause.isInterruptedOnly(cause)
-      ? Effect.failCause(cause)
-      : Effect.as(Effect.logError("request failed", cause), problem(500, "Internal error", "see the service log")))
-)
+export const app = withProblems(router)
 
 /** The tables of `@memento/http`: idempotency keys (expired ones purged hourly) and received webhooks. */
 export const StoresLive: Layer.Layer<
@@ -208,9 +220,25 @@ export const StoresLive: Layer.Layer<
   SqlClient
 > = L.merge(IdempotencyKey.layer({ purgeEvery: "1 hour" }), Webhook.layer())
 
-/** Serves the API on the `HttpServer` in context. */
+/**
+ * The admin API and dashboard of `@memento/http`, mounted under `/admin`. With `ADMIN_TOKEN` set,
+ * they require it (`Authorization: Bearer <token>`, or the dashboard's sign-in form); without it,
+ * the server must listen on a loopback address (the default `HOST=127.0.0.1`), else the service
+ * refuses to start.
+ */
+export const adminRouter = Effect.gen(function*() {
+  const token = yield* Config.option(Config.redacted("ADMIN_TOKEN"))
+  return yield* Option.match(token, {
+    onNone: () => Admin.router(),
+    onSome: (token) => Admin.router({ auth: Admin.bearer(token) })
+  })
+})
+
+/** Serves the API, and the admin API and dashboard under `/admin`, on the `HttpServer` in context. */
 export const layer: Layer.Layer<
   never,
-  SqlError | MigrationError,
+  SqlError | MigrationError | Admin.AdminAuthRequired | ConfigError.ConfigError,
   HttpServer.HttpServer | WorkflowClient.WorkflowClient | SqlClient
-> = HttpServer.serve(app).pipe(L.provide(StoresLive))
+> = L.unwrapEffect(Effect.map(adminRouter, (admin) =>
+  HttpServer.serve(withProblems(router.pipe(HttpRouter.mount("/admin", admin))))
+)).pipe(L.provide(StoresLive))

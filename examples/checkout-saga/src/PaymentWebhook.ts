@@ -9,7 +9,7 @@
  * - `PAYMENTS_WEBHOOK_SECRET`: the shared secret (default `whsec_memento_checkout_demo`, a demo
  *   value: set your own outside a demo).
  * - `PAYMENTS_WEBHOOK_URL`: where the provider delivers (default
- *   `http://localhost:$PORT/webhooks/payments`, the API of this service).
+ *   `http://127.0.0.1:$PORT/webhooks/payments`, the API of this service).
  */
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Webhook } from "@memento/http"
@@ -38,7 +38,7 @@ export const urlConfig: Config.Config<string> = Config.string("PAYMENTS_WEBHOOK_
   Config.orElse(() =>
     Config.map(
       Config.integer("PORT").pipe(Config.withDefault(3000)),
-      (port) => `http://localhost:${port}/webhooks/payments`
+      (port) => `http://127.0.0.1:${port}/webhooks/payments`
     )
   )
 )

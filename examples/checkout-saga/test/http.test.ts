@@ -4,15 +4,25 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import { createServer } from "node:http"
 import { Webhook } from "@memento/http"
-import { Effect, Layer } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Layer } from "effect"
 import * as Http from "../src/Http.js"
 import * as PaymentWebhook from "../src/PaymentWebhook.js"
 import * as Payments from "../src/providers/Payments.js"
 import { books, env, order } from "./utils.js"
 
-const TestServer = Http.layer.pipe(Layer.provideMerge(NodeHttpServer.layerTest), Layer.provideMerge(env()))
+/** A real server on 127.0.0.1 (a loopback address: the admin API needs no token) and a client for it. */
+export const LoopbackServer = HttpServer.layerTestClient.pipe(
+  Layer.provide(NodeHttpClient.layerWithoutAgent),
+  Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: false })),
+  Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
+)
+
+const TestServer = Http.layer.pipe(Layer.provideMerge(LoopbackServer), Layer.provideMerge(env()))
 
 let keys = 0
 /** POST with a fresh Idempotency-Key (or the one given; `null`: none). */
@@ -179,4 +189,50 @@ describe("HTTP API", () => {
       assert.strictEqual(done.status, "succeeded")
       assert.deepStrictEqual(done.signals.map((s: any) => [s.name, s.signalId]), [["payment-confirmed", charge.id]])
     }).pipe(Effect.provide(TestServer)))
+
+  it.live("the admin API and the dashboard are mounted under /admin", () =>
+    Effect.gen(function*() {
+      yield* post("/checkout", order("admin-declined", { paymentMethod: Payments.TestCards.declined }))
+      yield* finished("admin-declined")
+
+      const list = yield* json(yield* get("/admin/api/runs?status=compensated"))
+      assert.deepStrictEqual(list.runs.map((run: any) => [run.id, run.status]), [["admin-declined", "compensated"]])
+      const run = yield* json(yield* get("/admin/api/runs/admin-declined"))
+      assert.strictEqual(run.run.workflow, "checkout")
+
+      const dashboard = yield* get("/admin/")
+      assert.strictEqual(dashboard.status, 200)
+      assert.match(dashboard.headers["content-type"] ?? "", /^text\/html/)
+      assert.include(yield* Effect.orDie(dashboard.text), "admin-declined")
+      const page = yield* Effect.orDie(Effect.flatMap(get("/admin/runs/admin-declined"), (response) => response.text))
+      assert.include(page, "<svg")
+      assert.include(page, "reserve-inventory")
+    }).pipe(Effect.provide(TestServer)))
+
+  it.live("without ADMIN_TOKEN the service refuses a non-loopback address; with it, /admin requires the token", () =>
+    Effect.gen(function*() {
+      // NodeHttpServer.layerTest listens on 0.0.0.0
+      const open = yield* Effect.exit(Effect.provide(Effect.void, Http.layer.pipe(
+        Layer.provideMerge(NodeHttpServer.layerTest),
+        Layer.provideMerge(env())
+      )))
+      assert.isTrue(Exit.isFailure(open))
+      assert.include(String(Cause.squash((open as Exit.Failure<unknown, unknown>).cause)), "AdminAuthRequired")
+
+      const withToken = Http.layer.pipe(
+        Layer.provideMerge(NodeHttpServer.layerTest),
+        Layer.provideMerge(env()),
+        Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["ADMIN_TOKEN", "s3cret-token"]]))))
+      )
+      yield* Effect.gen(function*() {
+        assert.strictEqual((yield* get("/admin/api/runs")).status, 401)
+        const authorized = yield* Effect.flatMap(HttpClient.HttpClient, (client) =>
+          client.execute(HttpClientRequest.get("/admin/api/runs").pipe(
+            HttpClientRequest.bearerToken("s3cret-token")
+          )))
+        assert.strictEqual(authorized.status, 200)
+        // the rest of the API needs no token
+        assert.strictEqual((yield* get("/health")).status, 200)
+      }).pipe(Effect.provide(withToken))
+    }))
 })
