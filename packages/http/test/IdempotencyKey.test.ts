@@ -1,4 +1,5 @@
 import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -14,7 +15,7 @@ const options = { ttl: "1 hour", inFlightTtl: "10 seconds", retryAfter: "2 secon
 /** The test app: counts executions per route; `/slow` waits for `gate`. */
 const makeApp = (clock: ReturnType<typeof offsetClock>) =>
   Effect.gen(function*() {
-    const executions = { orders: 0, fail: 0, bad: 0, big: 0, slow: 0, die: 0 }
+    const executions = { orders: 0, fail: 0, bad: 0, big: 0, slow: 0, die: 0, notFound: 0 }
     const gate = yield* Deferred.make<void>()
     const started = yield* Deferred.make<void>()
     const idempotent = IdempotencyKey.middleware({
@@ -53,6 +54,13 @@ const makeApp = (clock: ReturnType<typeof offsetClock>) =>
         Effect.suspend(() => {
           executions.die++
           return Effect.dieMessage("bug")
+        }).pipe(idempotent)
+      ),
+      HttpRouter.post(
+        "/not-found",
+        Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+          executions.notFound++
+          return Effect.fail(new HttpServerError.RouteNotFound({ request }))
         }).pipe(idempotent)
       ),
       HttpRouter.post(
@@ -189,7 +197,7 @@ const suite = (database: Database) =>
         assert.strictEqual(executions.slow, 1)
       })))
 
-    it.live("5xx responses and defects release the key; 4xx responses are stored", () =>
+    it.live("5xx responses and defects release the key; 4xx responses and errors rendered as 4xx are stored", () =>
       withStore(Effect.gen(function*() {
         const { executions, send } = yield* makeApp(offsetClock())
         const a = yield* send(post("/fail", {}, { "idempotency-key": "f" }))
@@ -205,6 +213,11 @@ const suite = (database: Database) =>
         assert.deepStrictEqual([c.status, d.status, d.headers["idempotent-replayed"]], [409, 409, "true"])
         assert.deepStrictEqual(d.json, { error: "out of stock" })
         assert.strictEqual(executions.bad, 1)
+        // a failure the server renders as 404 (a Respondable error) is stored like a 404 response
+        const n1 = yield* send(post("/not-found", {}, { "idempotency-key": "n" }))
+        const n2 = yield* send(post("/not-found", {}, { "idempotency-key": "n" }))
+        assert.deepStrictEqual([n1.status, n2.status, n2.headers["idempotent-replayed"]], [404, 404, "true"])
+        assert.strictEqual(executions.notFound, 1)
       })))
 
     it.live("a response over the size limit is sent but not stored: repeats get 410", () =>
