@@ -130,6 +130,27 @@ const opsSuite = (name: string, storeLayer: Layer.Layer<WorkflowStore.WorkflowSt
         assert.deepStrictEqual(calls, { reserve: 1, charge: 1, refund: 1, release: 1 })
       }), 60_000)
 
+    it.scoped("children started by concurrent branches all start in the parent's first execution", () =>
+      Effect.gen(function*() {
+        const client = yield* WorkflowClient.WorkflowClient
+        const id = ns()
+        const Part = Workflow.make({ name: `part-${id}`, payload: Schema.Number, success: Schema.Number })
+        const PartLive = Part.implement((n) => Effect.as(Workflow.sleep("nap", "1 second"), n * 10))
+        const FanOut = Workflow.make({ name: `fan-out-${id}`, payload: Schema.Void, success: Schema.Array(Schema.Number) })
+        const FanOutLive = FanOut.implement(() =>
+          Effect.forEach([1, 2, 3, 4], (n) => Workflow.child(Part, n, { name: `part-${n}` }), {
+            concurrency: "unbounded"
+          }).pipe(Effect.orDie)
+        )
+        yield* startWorker({ workflows: [FanOut, Part], implementations: Layer.merge(FanOutLive, PartLive) })
+        const run = yield* client.start(FanOut, undefined, { id: `fan-out-${id}` })
+        yield* awaitStatus(run.id, "waiting")
+        const { children, run: parent } = yield* client.inspect(run.id)
+        assert.strictEqual(parent.epoch, 1, "still the parent's first execution")
+        assert.deepStrictEqual(children.map((child) => child.id).sort(), [1, 2, 3, 4].map((n) => `${run.id}/part-${n}`))
+        assert.deepStrictEqual(yield* client.result(FanOut, run.id), [10, 20, 30, 40])
+      }), 60_000)
+
     it.scoped("a sleeping run with a timeout fails with WorkflowTimeout at its deadline and compensates", () =>
       Effect.gen(function*() {
         const client = yield* WorkflowClient.WorkflowClient

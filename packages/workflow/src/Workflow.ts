@@ -461,16 +461,22 @@ export const child = <W extends Any>(
       yield* Run.checkStop(state)
       seq = state.nextSeq++
       startedAt = yield* Clock.currentTimeMillis
+      const started = startedAt
       // The fenced start marker comes first: a worker that lost its lease starts no child, and a
       // parent that crashes after the child's creation finds the child in its journal.
-      yield* Run.flush(state, [
-        Run.entry({ key, seq, kind: "child", status: "started", attempts: 1, startedAt, meta })
-      ], [{ key, attempt: 1, outcome: "running", error: null, startedAt, endedAt: null }])
-      if (state.cancelRequested && state.phase === "body") yield* Run.stopBody(state, { _tag: "Cancel" })
-      state.openChildren.set(key, childId)
-      yield* Run.crashPoint(state, "before-step", key)
-      yield* create
-      yield* Run.crashPoint(state, "after-effect", key)
+      yield* Run.childStart(
+        state,
+        Effect.gen(function*() {
+          yield* Run.flush(state, [
+            Run.entry({ key, seq, kind: "child", status: "started", attempts: 1, startedAt: started, meta })
+          ], [{ key, attempt: 1, outcome: "running", error: null, startedAt: started, endedAt: null }])
+          if (state.cancelRequested && state.phase === "body") yield* Run.stopBody(state, { _tag: "Cancel" })
+          state.openChildren.set(key, childId)
+          yield* Run.crashPoint(state, "before-step", key)
+          yield* create
+          yield* Run.crashPoint(state, "after-effect", key)
+        })
+      )
     } else {
       yield* Run.checkStop(state)
       seq = previous.seq
@@ -490,7 +496,8 @@ export const child = <W extends Any>(
     }
     if (outcome === undefined) {
       // after a crash between the start marker and the creation: the creation is idempotent
-      if (previous !== undefined) yield* create
+      if (previous !== undefined) yield* Run.childStart(state, create)
+      yield* Run.awaitChildStarts(state)
       return yield* Run.halt(state, { _tag: "Suspend", status: "waiting", runnableAt: Run.wakeTime(state, null) })
     }
 

@@ -297,6 +297,50 @@ describe("Workflow.child", () => {
     })
   }
 
+  it.effect("children started by concurrent branches all start in the parent's first execution", () => {
+    const recorder = new Recorder()
+    const { Payment, PaymentLive } = makeWorkflows(recorder, { childSleeps: true })
+    const FanOut = Workflow.make({ name: "child-fan-out", payload: Schema.Void, success: Schema.Array(Schema.String) })
+    const FanOutLive = FanOut.implement(() =>
+      Effect.forEach(
+        [1, 2, 3],
+        (n) =>
+          Effect.map(
+            Workflow.child(Payment, { order: `part-${n}`, amount: n }, { name: `pay-${n}` }),
+            (receipt) => receipt.chargeId
+          ),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.orDie)
+    )
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(FanOut, undefined, { id: "fan-out" })
+      const parent = yield* awaitStatus(id, "waiting")
+      assert.strictEqual(parent.epoch, 1)
+      const children = (yield* client.inspect(id)).children
+      // each child sleeps a minute: started one per wake-up, they would take three
+      assert.deepStrictEqual(children.map((child) => [child.id, child.createdAt]), [
+        ["fan-out/pay-1", 0],
+        ["fan-out/pay-2", 0],
+        ["fan-out/pay-3", 0]
+      ])
+      assert.deepStrictEqual(
+        successOf(yield* resultOf(FanOut, id, { stepMs: 10_000, maxMs: hour })),
+        ["ch-part-1", "ch-part-2", "ch-part-3"]
+      )
+      assert.isBelow((yield* client.get(id)).completedAt!, 2 * minute)
+      assert.strictEqual(recorder.count("charge"), 3)
+    }).pipe(
+      Effect.provide(
+        testEnv({
+          workflows: [FanOut, Payment],
+          implementations: Layer.merge(FanOutLive, PaymentLive),
+          settings: slow
+        })
+      )
+    )
+  })
+
   it.effect("a replay returns the journaled child result without touching the child", () => {
     const recorder = new Recorder()
     const { Payment, PaymentLive } = makeWorkflows(recorder)

@@ -61,6 +61,8 @@ export interface RunState {
   readonly timeoutMs: number | null
   /** Child runs started and not yet awaited to the end: step key -> child run ID. */
   readonly openChildren: Map<string, string>
+  /** Child starts in progress in concurrent branches: a suspension waits for them (fan-out). */
+  readonly childStarts: Set<Deferred.Deferred<void>>
   signals: ReadonlyArray<SignalRecord>
   /** False when the journal load was skipped (a first execution): signals are read on demand. */
   signalsLoaded: boolean
@@ -127,6 +129,7 @@ export const makeState = (options: {
       deadline: options.deadline,
       timeoutMs: options.timeoutMs,
       openChildren,
+      childStarts: new Set(),
       signals: options.signals,
       signalsLoaded: options.signalsLoaded,
       consumed: new Set(),
@@ -264,6 +267,37 @@ export const checkStop = (state: RunState): Effect.Effect<void> =>
 /** When a run that waits next may be claimed: the wait's own wake time or the deadline, whichever is first. */
 export const wakeTime = (state: RunState, at: number | null): number | null =>
   state.deadline === null ? at : at === null ? state.deadline : Math.min(at, state.deadline)
+
+/**
+ * Before a `Workflow.child` suspends the run: lets concurrent branches reach their own child starts
+ * and waits until those are done, so children started side by side (`Effect.all` with concurrency)
+ * all start in this execution instead of one per wake-up.
+ */
+export const awaitChildStarts = (state: RunState): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 3; i++) yield* Effect.yieldNow()
+    while (state.childStarts.size > 0) {
+      yield* Effect.forEach([...state.childStarts], Deferred.await, { discard: true })
+      for (let i = 0; i < 3; i++) yield* Effect.yieldNow()
+    }
+  })
+
+/**
+ * Runs a child start (its journal marker and creation), registered so that a concurrent branch
+ * that suspends waits for it.
+ */
+export const childStart = <A>(state: RunState, start: Effect.Effect<A>): Effect.Effect<A> =>
+  Effect.flatMap(Deferred.make<void>(), (done) =>
+    Effect.suspend(() => {
+      state.childStarts.add(done)
+      return Effect.ensuring(
+        start,
+        Effect.suspend(() => {
+          state.childStarts.delete(done)
+          return Deferred.succeed(done, undefined)
+        })
+      )
+    }))
 
 /** The name of the signal a finished child run delivers to its parent (with its run ID in the payload). */
 export const childSignal = "@memento/child-finished"
