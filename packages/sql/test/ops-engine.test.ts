@@ -6,7 +6,6 @@
  * and compensates.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import type * as SqlClientType from "@effect/sql/SqlClient"
 import { assert, layer } from "@effect/vitest"
 import { SqlStore } from "@memento/sql"
 import type { WorkflowStore } from "@memento/workflow"
@@ -25,7 +24,10 @@ const awaitStatus = (id: string, status: WorkflowStore.RunStatus) =>
     { what: `run ${id} to be ${status}` }
   )
 
-const opsSuite = (name: string, storeLayer: Layer.Layer<WorkflowStore.WorkflowStore | SqlClientType.SqlClient, unknown>) =>
+const opsSuite = (
+  name: string,
+  storeLayer: Layer.Layer<WorkflowStore.WorkflowStore | SqlClient.SqlClient, unknown>
+) =>
   layer(
     Layer.mergeAll(WorkflowClient.layer, WorkflowConfig.layer(settings)).pipe(Layer.provideMerge(storeLayer)),
     { excludeTestServices: true, timeout: "120 seconds" }
@@ -95,7 +97,10 @@ const opsSuite = (name: string, storeLayer: Layer.Layer<WorkflowStore.WorkflowSt
           [`ok-${id}/payment`, ok.id, "succeeded"]
         ])
         const entry = details.entries.find((e) => e.key === "payment")!
-        assert.deepStrictEqual([entry.kind, entry.status, entry.output], ["child", "succeeded", JSON.stringify("ch-20")])
+        assert.deepStrictEqual(
+          [entry.kind, entry.status, entry.output],
+          ["child", "succeeded", JSON.stringify("ch-20")]
+        )
         // the child's outcome reached the parent as a signal stored with the child's final commit
         const signals = yield* count(
           sql<{ n: unknown }>`SELECT count(*) AS n FROM memento_signals WHERE run_id = ${ok.id}`
@@ -136,7 +141,11 @@ const opsSuite = (name: string, storeLayer: Layer.Layer<WorkflowStore.WorkflowSt
         const id = ns()
         const Part = Workflow.make({ name: `part-${id}`, payload: Schema.Number, success: Schema.Number })
         const PartLive = Part.implement((n) => Effect.as(Workflow.sleep("nap", "1 second"), n * 10))
-        const FanOut = Workflow.make({ name: `fan-out-${id}`, payload: Schema.Void, success: Schema.Array(Schema.Number) })
+        const FanOut = Workflow.make({
+          name: `fan-out-${id}`,
+          payload: Schema.Void,
+          success: Schema.Array(Schema.Number)
+        })
         const FanOutLive = FanOut.implement(() =>
           Effect.forEach([1, 2, 3, 4], (n) => Workflow.child(Part, n, { name: `part-${n}` }), {
             concurrency: "unbounded"

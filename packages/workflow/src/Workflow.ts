@@ -188,7 +188,8 @@ export const make: {
         tag,
         Effect.map(Effect.context<Exclude<R, WorkflowContext>>(), (context): HandlerService => ({
           workflow: self,
-          execute: (payload) => Effect.provide(body(payload), context) as Effect.Effect<unknown, unknown, WorkflowContext>
+          execute: (payload) =>
+            Effect.provide(body(payload), context) as Effect.Effect<unknown, unknown, WorkflowContext>
         }))
       )
   }

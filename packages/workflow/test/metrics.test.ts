@@ -3,7 +3,7 @@
  * real runs, the spans around runs and step attempts, and the log annotations inside a step.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Metrics, MemoryStore, Step, Workflow, WorkflowClient, WorkflowConfig } from "@memento/workflow"
+import { MemoryStore, Metrics, Step, Workflow, WorkflowClient, WorkflowConfig } from "@memento/workflow"
 import type { Tracer } from "effect"
 import { Effect, FiberRef, HashMap, Layer, List, Logger, Metric, Option, Schedule, Schema } from "effect"
 import { awaitStatus, failureOf, resultOf, settings, successOf, testEnv, workerLayer } from "./utils.js"
@@ -140,7 +140,8 @@ describe("spans and logs", () => {
           { success: Schema.Number, error: Rejected, retry: Schedule.spaced("1 second") },
           Effect.gen(function*() {
             const span = yield* Effect.currentSpan.pipe(Effect.orDie)
-            const annotations = Object.fromEntries(HashMap.toEntries(yield* FiberRef.get(FiberRef.currentLogAnnotations)))
+            const current = yield* FiberRef.get(FiberRef.currentLogAnnotations)
+            const annotations = Object.fromEntries(HashMap.toEntries(current))
             seen.push({ span: span as Tracer.Span, annotations })
             yield* Effect.logInfo("charging")
             const attempt = yield* Step.attempt

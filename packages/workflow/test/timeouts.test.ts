@@ -54,7 +54,7 @@ describe("workflow timeout", () => {
       const sleeping = yield* awaitStatus(id, "sleeping")
       assert.strictEqual(sleeping.runnableAt, sleeping.createdAt + hour, "woken at the deadline, not at the wake time")
       const nap = (yield* client.inspect(id)).entries.find((entry) => entry.key === "cooling-off")!
-      assert.strictEqual(JSON.parse(nap.meta!).wakeAt, sleeping.createdAt + 2 * hour, "the sleep keeps its own wake time")
+      assert.strictEqual(JSON.parse(nap.meta!).wakeAt, sleeping.createdAt + 2 * hour, "the sleep keeps its wake time")
 
       const error = failureOf(yield* resultOf(Order, id, { stepMs: minute, maxMs: 2 * hour }))
       // typed: WorkflowTimeout is one of the workflow's errors
@@ -128,7 +128,9 @@ describe("workflow timeout", () => {
       timeout: "1 day"
     })
     const implementations = Approval.implement(() =>
-      Workflow.awaitSignal("approved", Schema.Boolean).pipe(Effect.catchTag("SignalTimeout", () => Effect.succeed(false)))
+      Workflow.awaitSignal("approved", Schema.Boolean).pipe(
+        Effect.catchTag("SignalTimeout", () => Effect.succeed(false))
+      )
     )
     return Effect.gen(function*() {
       const client = yield* WorkflowClient.WorkflowClient
@@ -151,7 +153,12 @@ describe("workflow timeout", () => {
 
   it.effect("the deadline counts from the run's creation across a crash of its worker", () => {
     const recorder = new Recorder()
-    const Quick = Workflow.make({ name: "timeout-crash", payload: Schema.Void, success: Schema.String, timeout: "3 seconds" })
+    const Quick = Workflow.make({
+      name: "timeout-crash",
+      payload: Schema.Void,
+      success: Schema.String,
+      timeout: "3 seconds"
+    })
     const implementations = Quick.implement(() =>
       Effect.gen(function*() {
         yield* Step.run("charge", recorder.record("charge"))
@@ -260,7 +267,10 @@ describe("step timeout", () => {
           { success: Schema.String, error: Declined, timeout: "2 seconds", retry: Schedule.recurs(1) },
           Effect.zipRight(recorder.record("call"), Effect.as(Effect.sleep("1 minute"), "answered"))
         ).pipe(
-          Effect.catchTag("StepTimeout", (timeout) => Effect.succeed(`gave up on ${timeout.stepKey} after ${timeout.timeoutMs} ms`)),
+          Effect.catchTag(
+            "StepTimeout",
+            (timeout) => Effect.succeed(`gave up on ${timeout.stepKey} after ${timeout.timeoutMs} ms`)
+          ),
           Effect.catchTag("Declined", (declined) => Effect.succeed(declined.reason))
         )
         // the run suspends here: the body is replayed when it wakes

@@ -132,7 +132,8 @@ export const executeRun = (options: {
     }
     const loaded = snapshot._tag === "Right" ? snapshot.right : undefined
     const timeoutMs = workflow.timeout === undefined ? null : Duration.toMillis(workflow.timeout)
-    const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) => Metric.tagged(metric, "workflow", run.workflow)
+    const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
+      Metric.tagged(metric, "workflow", run.workflow)
     if (fresh) yield* Metric.increment(tagged(Metrics.runsStarted))
     const state = yield* Run.makeState({
       runId: run.id,

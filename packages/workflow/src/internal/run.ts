@@ -251,7 +251,9 @@ export const stopBody = (state: RunState, reason: StopReason): Effect.Effect<nev
 
 /** Stops the body at a step boundary when an operator asked to cancel the run. */
 export const checkCancel = (state: RunState): Effect.Effect<void> =>
-  Effect.suspend(() => state.cancelRequested && state.phase === "body" ? stopBody(state, { _tag: "Cancel" }) : Effect.void)
+  Effect.suspend(() =>
+    state.cancelRequested && state.phase === "body" ? stopBody(state, { _tag: "Cancel" }) : Effect.void
+  )
 
 /** Stops the body at a step boundary (before new work, or a replayed wait) once the deadline passed. */
 export const checkDeadline = (state: RunState): Effect.Effect<void> =>

@@ -57,7 +57,10 @@ export const execute = <A, E, R>(
     const driver = yield* Sched.driver(spec.retry ?? (state.settings.defaultRetry as Schedule.Schedule<unknown, E>))
     let attempt = previous?.attempts ?? 0
     const tags = { workflow: state.workflowName, step: Metrics.stepName(key) }
-    const latency = Metrics.stepDuration.pipe(Metric.tagged("workflow", tags.workflow), Metric.tagged("step", tags.step))
+    const latency = Metrics.stepDuration.pipe(
+      Metric.tagged("workflow", tags.workflow),
+      Metric.tagged("step", tags.step)
+    )
     const retries = Metrics.stepRetries.pipe(Metric.tagged("workflow", tags.workflow), Metric.tagged("step", tags.step))
     const limited = spec.timeoutMs === undefined ? spec.effect : Effect.timeoutFail(spec.effect, {
       duration: spec.timeoutMs,
