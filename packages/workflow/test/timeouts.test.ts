@@ -184,6 +184,44 @@ describe("workflow timeout", () => {
     }).pipe(Effect.provide(testEnv({ workflows: [Quick], implementations, hooks: crash.hooks })))
   })
 
+  it.effect("a failed run recovered past its deadline while compensating keeps its own error", () => {
+    const recorder = new Recorder()
+    const Booking = Workflow.make({
+      name: "timeout-compensating",
+      payload: Schema.Void,
+      error: Declined,
+      timeout: "3 seconds"
+    })
+    const implementations = Booking.implement(() =>
+      Effect.gen(function*() {
+        yield* Step.run("book", { success: Schema.Void, compensate: () => recorder.record("unbook") }, Effect.void)
+        yield* Step.run(
+          "pay",
+          { success: Schema.Void, error: Declined, retryOn: () => false },
+          Effect.fail(new Declined({ reason: "card" }))
+        )
+      })
+    )
+    // the worker dies as the compensation starts; the run is recovered 5 s later, past its deadline:
+    // its replay ends with the journaled failure, which is compensated, not turned into a timeout
+    const crash = crashes({ point: "before-step", key: "book#compensate" })
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(Booking, undefined, { id: "compensating-1" })
+      yield* awaitStatus(id, "compensating")
+      yield* TestClock.adjust(0)
+      assert.deepStrictEqual(crash.fired, ["before-step book#compensate"])
+      yield* expireLease
+      const error = failureOf(yield* resultOf(Booking, id))
+      assert.instanceOf(error, Declined)
+      const run = yield* client.get(id)
+      assert.strictEqual(run.status, "compensated")
+      assert.strictEqual(run.epoch, 2)
+      assert.isAbove(run.completedAt!, run.createdAt + 3_000, "finished after the deadline")
+      assert.strictEqual(recorder.count("unbook"), 1)
+    }).pipe(Effect.provide(testEnv({ workflows: [Booking], implementations, hooks: crash.hooks })))
+  })
+
   it.effect("a run claimed after its deadline runs no step", () => {
     const recorder = new Recorder()
     const Late = Workflow.make({ name: "timeout-late", payload: Schema.Void, timeout: "1 minute" })

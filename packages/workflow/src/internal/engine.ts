@@ -352,13 +352,16 @@ export const executeRun = (options: {
     }
     // At the deadline, a body busy with new work (a step attempt, a retry delay, an in-process wait)
     // is interrupted; a body still replaying its journal stops at its next boundary instead
-    // (`Run.checkDeadline`), so that the compensations of every journaled step are registered.
+    // (`Run.checkDeadline`), so that the compensations of every journaled step are registered, and
+    // a replay that reaches no new work ends as the first execution did. A requested cancel wins.
     const deadline = state.deadline
     const deadlineTimer = deadline === null ? Effect.never : Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       yield* Effect.sleep(Duration.millis(Math.max(0, deadline - now)))
       for (let i = 0; i < 3; i++) yield* Effect.yieldNow()
-      return yield* state.unconsumed === 0 ? Run.halt(state, { _tag: "Timeout" }) : Effect.never
+      return yield* state.newWork && state.unconsumed === 0 && !state.cancelRequested
+        ? Run.halt(state, { _tag: "Timeout" })
+        : Effect.never
     })
     const body = yield* phase(
       state,

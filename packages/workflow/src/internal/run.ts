@@ -74,6 +74,12 @@ export interface RunState {
   readonly pendingAttempts: Map<string, AttemptRecord>
   nextSeq: number
   unconsumed: number
+  /**
+   * True once this execution began new work (past the end of the journal). Only then may the
+   * deadline interrupt the body: a replay that ends without new work (a journaled failure being
+   * compensated again after a crash) ends as it did the first time.
+   */
+  newWork: boolean
   cancelRequested: boolean
   /**
    * When (worker clock) the last request that extended the lease was sent: the claim, or a commit
@@ -140,6 +146,7 @@ export const makeState = (options: {
       pendingAttempts: new Map(),
       nextSeq,
       unconsumed,
+      newWork: false,
       cancelRequested: options.cancelRequested,
       leaseConfirmedAt: options.leaseConfirmedAt,
       phase: "body",
@@ -224,8 +231,8 @@ export const settle = (state: RunState): Effect.Effect<JournalEntry | undefined>
  * runs.
  */
 export const checkFrontier = (state: RunState, requested: string | null): Effect.Effect<void> =>
-  state.unconsumed <= 0 ? Effect.void : Effect.flatMap(settle(state), (first) =>
-    first === undefined ? Effect.void : park(
+  state.unconsumed <= 0 ? reachFrontier(state, requested) : Effect.flatMap(settle(state), (first) =>
+    first === undefined ? reachFrontier(state, requested) : park(
       state,
       new JournalMismatch({
         workflowId: state.runId,
@@ -236,6 +243,11 @@ export const checkFrontier = (state: RunState, requested: string | null): Effect
           : "is in the journal but the code asked for new work before replaying it (renamed, removed or reordered?)"
       })
     ))
+
+const reachFrontier = (state: RunState, requested: string | null): Effect.Effect<void> =>
+  Effect.sync(() => {
+    if (requested !== null) state.newWork = true
+  })
 
 /**
  * Stops the body for a cancel or a timeout. Concurrent branches first finish replaying what they
