@@ -27,14 +27,21 @@ const invariants = [
 const runChaos = (args: ReadonlyArray<string>) =>
   Effect.async<{ readonly code: number | null; readonly output: string }>((resume) => {
     const child = spawn(process.execPath, [script, ...args], {
-      env: { ...process.env, CHAOS_MIN_KILLS: "20", CHAOS_TIMEOUT_MS: "120000" },
+      env: { ...process.env, CHAOS_MIN_KILLS: "20", CHAOS_TIMEOUT_MS: "180000" },
       stdio: ["ignore", "pipe", "pipe"]
     })
     let output = ""
     child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
     child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
+    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()))
     child.on("exit", (code) => resume(Effect.succeed({ code, output })))
-    return Effect.sync(() => child.kill("SIGKILL"))
+    // interrupted (a timeout): SIGTERM lets the driver kill its workers and stop its Postgres
+    return Effect.promise(async () => {
+      child.kill("SIGTERM")
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000)
+      await exited
+      clearTimeout(timer)
+    })
   })
 
 describe("chaos", () => {
@@ -64,5 +71,5 @@ describe("chaos", () => {
       assert.isAtLeast(result.webhookDeliveries, statuses.succeeded ?? 0)
       assert.isAbove(result.webhookDuplicates, 0)
       assert.isAbove(result.replays, 0)
-    }), 150_000)
+    }), 240_000)
 })

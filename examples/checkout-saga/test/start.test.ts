@@ -26,8 +26,16 @@ const freePort = () =>
     })
   })
 
-/** Starts the service in `cwd`; resolves once it printed `until`, with the output so far. */
+/** Starts the service in `cwd`; resolves once it printed `until`, with the output so far. Stopped with the scope. */
 const start = (cwd: string, port: number, until: string) =>
+  Effect.tap(started(cwd, port, until), ({ child }) =>
+    Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM")
+      })
+    ))
+
+const started = (cwd: string, port: number, until: string) =>
   Effect.async<{ readonly child: ChildProcess; readonly output: () => string }, Error>((resume) => {
     const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port) }
     delete env.DATABASE_URL
@@ -50,7 +58,11 @@ const start = (cwd: string, port: number, until: string) =>
         resume(Effect.fail(new Error(`the service exited (${code}) before printing "${until}":\n${output}`)))
       }
     })
-    return Effect.sync(() => child.kill("SIGKILL"))
+    // interrupted: SIGTERM lets the service stop the scenario's worker process
+    return Effect.sync(() => {
+      child.kill("SIGTERM")
+      setTimeout(() => child.kill("SIGKILL"), 10_000).unref()
+    })
   })
 
 const stop = (child: ChildProcess) =>
