@@ -103,18 +103,22 @@ const workerProcess = (baseUrl: string) => Effect.acquireRelease(
     })
     let output = ""
     let exited = false
+    let ready = false
     const exit = new Promise<void>((resolve) => child.on("exit", () => resolve()))
     const kill = Effect.promise(() => {
       if (!exited) child.kill("SIGKILL")
       return exit
     })
     child.on("exit", (code, signal) => {
-      if (!exited) resume(Effect.fail(new Error(`the worker process exited (${signal ?? code}):\n${output}`)))
       exited = true
+      if (!ready) resume(Effect.fail(new Error(`the worker process exited (${signal ?? code}):\n${output}`)))
     })
     const onData = (chunk: Buffer) => {
-      output += chunk.toString("utf8")
-      if (output.includes("checkout worker scenario-worker ready")) resume(Effect.succeed({ pid: child.pid!, kill }))
+      output = (output + chunk.toString("utf8")).slice(-20_000)
+      if (!ready && output.includes("checkout worker scenario-worker ready")) {
+        ready = true
+        resume(Effect.succeed({ pid: child.pid!, kill }))
+      }
     }
     child.stdout.on("data", onData)
     child.stderr.on("data", onData)
@@ -122,6 +126,7 @@ const workerProcess = (baseUrl: string) => Effect.acquireRelease(
   }).pipe(Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error("the worker process did not start") })),
   (worker) => worker.kill
 )
+
 const money = (cents: number) => (cents / 100).toFixed(2)
 
 /**
