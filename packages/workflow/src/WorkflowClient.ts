@@ -153,7 +153,8 @@ export interface Service {
   >
   /**
    * Sends a signal (any JSON value; `Workflow.awaitSignal` decodes it with its Schema). A repeated
-   * `signalId` is ignored and reported as `duplicate`.
+   * `signalId` is ignored and reported as `duplicate`. Names starting with `@memento/` are reserved
+   * for the engine (a child run's finish) and fail with `InvalidPayload`.
    */
   readonly signal: (
     id: string,
@@ -209,6 +210,8 @@ export interface Service {
 export class WorkflowClient extends Context.Tag("@memento/workflow/WorkflowClient")<WorkflowClient, Service>() {}
 
 const maxIdLength = 512
+
+const reservedSignalPrefix = "@memento/"
 
 /** Statuses `retry` applies to. */
 const retryableStatuses: ReadonlyArray<RunStatus> = ["failed", "compensated", "cancelled"]
@@ -384,6 +387,14 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
     options?: { readonly signalId?: string | undefined }
   ) {
     const settings = yield* WorkflowConfig
+    if (name.startsWith(reservedSignalPrefix)) {
+      // names under @memento/ are the engine's own (a child run's finish): a forged one would wake a
+      // parent as if its child had finished
+      return yield* new InvalidPayload({
+        workflow: id,
+        message: `signal names starting with "${reservedSignalPrefix}" are reserved by Memento, got "${name}"`
+      })
+    }
     let payload: string | undefined
     try {
       payload = JSON.stringify(value)

@@ -122,6 +122,26 @@ describe("Workflow.child", () => {
     )
   })
 
+  it.effect("a signal under the engine's reserved @memento/ names is refused: it cannot fake a child's finish", () => {
+    const recorder = new Recorder()
+    const { Order, OrderLive, Payment, PaymentLive } = makeWorkflows(recorder)
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(Order, 42) // the child waits for an operator's "confirm"
+      yield* awaitStatus(id, "waiting")
+      const error = yield* Effect.flip(client.signal(id, "@memento/child-finished", "succeeded"))
+      assert.strictEqual(error._tag, "InvalidPayload")
+      assert.include(error.message, "reserved")
+      const parent = yield* client.inspect(id)
+      assert.strictEqual(parent.signals.length, 0)
+      assert.strictEqual(parent.run.status, "waiting")
+    }).pipe(
+      Effect.provide(
+        testEnv({ workflows: [Order, Payment], implementations: Layer.merge(OrderLive, PaymentLive), concurrency: 1 })
+      )
+    )
+  })
+
   it.effect("the parent is `waiting` with no lease while the child runs on a worker the parent's worker does not know", () => {
     const recorder = new Recorder()
     const { Order, OrderLive, Payment, PaymentLive } = makeWorkflows(recorder, { childSleeps: true })
