@@ -72,7 +72,10 @@ export const deliver = (url: string, signature: Webhook.Signature) =>
           method: "POST",
           body,
           signal,
-          headers: { "content-type": "application/json", "webhook-signature": Webhook.sign(signature, { body, timestamp: now }) }
+          headers: {
+            "content-type": "application/json",
+            "webhook-signature": Webhook.sign(signature, { body, timestamp: now })
+          }
         }),
       catch: (error) => new DeliveryFailed({ url, reason: String(error) })
     })

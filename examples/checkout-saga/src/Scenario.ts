@@ -123,7 +123,9 @@ const workerProcess = (baseUrl: string) => Effect.acquireRelease(
     child.stdout.on("data", onData)
     child.stderr.on("data", onData)
     return Effect.sync(() => child.kill("SIGKILL"))
-  }).pipe(Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error("the worker process did not start") })),
+  }).pipe(
+    Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error("the worker process did not start") })
+  ),
   (worker) => worker.kill
 )
 
@@ -173,8 +175,9 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
       })
     const isFinished = (current: OrderView) => finished.includes(current.status)
     const steps = (current: OrderView) =>
-      current.steps.map((step) => `${step.key} ${mark(step.status)}${step.attempts > 1 ? ` (${step.attempts} attempts)` : ""}`)
-        .join("  ")
+      current.steps.map((step) =>
+        `${step.key} ${mark(step.status)}${step.attempts > 1 ? ` (${step.attempts} attempts)` : ""}`
+      ).join("  ")
     const report = (label: string, order: Order, current: OrderView) =>
       Effect.gen(function*() {
         const outcome = current.error === null
@@ -191,7 +194,8 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
           const receipt = current.receipt
           yield* Console.log(
             `    receipt:       charged ${money(receipt.amountCents)} (${receipt.chargeId}), shipment ` +
-              `${receipt.shipmentId} tracking ${receipt.trackingNumber}, email ${receipt.confirmationEmail ?? "not sent"}`
+              `${receipt.shipmentId} tracking ${receipt.trackingNumber}, ` +
+              `email ${receipt.confirmationEmail ?? "not sent"}`
           )
         }
       })
@@ -221,14 +225,19 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
       `\n  ${crash.orderId}, ${crashOrder.label}: worker process pid ${worker.pid} killed with SIGKILL ` +
         (isFinished(inFlight) ? `too late, the run had ${inFlight.status}` : "in the middle of the saga")
     )
-    yield* Console.log(`    journal at the kill: ${steps(killed)}   (run ${killed.status}, its lease held by the dead worker)`)
+    yield* Console.log(
+      `    journal at the kill: ${steps(killed)}   (run ${killed.status}, its lease held by the dead worker)`
+    )
 
     // 3. the API process's worker recovers the run
-    yield* Console.log("    the API process's own worker starts and claims the run when the dead worker's lease expires ...")
+    yield* Console.log(
+      "    the API process's own worker starts and claims the run when the dead worker's lease expires ..."
+    )
     const recoveryStarted = Date.now()
     yield* Effect.orDie(options.startWorker)
     const recovered = yield* until(crash.orderId, isFinished, "100 millis")
-    yield* Console.log(`    recovered in ${((Date.now() - recoveryStarted) / 1000).toFixed(1)} s, replaying the journal:`)
+    const seconds = ((Date.now() - recoveryStarted) / 1000).toFixed(1)
+    yield* Console.log(`    recovered in ${seconds} s, replaying the journal:`)
     yield* report(crashOrder.label, crash, recovered)
 
     const books = yield* Ledger.read
@@ -237,9 +246,11 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
     if (crashBooks !== undefined) {
       yield* Console.log(
         `    ${crash.orderId} at the providers: ${crashBooks.charges.length} charge` +
-          `${crashBooks.charges.length === 1 ? "" : "s"} (${crashBooks.charges.map((c) => money(c.amountCents)).join(", ")}), ` +
+          `${crashBooks.charges.length === 1 ? "" : "s"} ` +
+          `(${crashBooks.charges.map((c) => money(c.amountCents)).join(", ")}), ` +
           `${crashBooks.reservations.length} reservation, ${crashBooks.shipments.length} shipment, ` +
-          `${crashBooks.emails} email — ${crashBooks.charges.length === 1 ? "the card was charged once" : "CHARGED TWICE"}`
+          `${crashBooks.emails} email — ` +
+          (crashBooks.charges.length === 1 ? "the card was charged once" : "CHARGED TWICE")
       )
     }
     const charges = books.orders.flatMap((order) => order.charges)
@@ -263,6 +274,9 @@ export const runOnFirstStart = <R>(baseUrl: string, options: {
     Effect.scoped,
     Effect.timeout(Duration.minutes(2)),
     Effect.catchAll((error) =>
-      Effect.as(Console.error(`The first-start scenario failed: ${error instanceof Error ? error.message : String(error)}`), false)
+      Effect.as(
+        Console.error(`The first-start scenario failed: ${error instanceof Error ? error.message : String(error)}`),
+        false
+      )
     )
   )

@@ -244,7 +244,13 @@ const makeOrder = (runTag: string, i: number): { readonly kind: Kind; readonly o
       email: `customer${i}@example.com`,
       items,
       paymentMethod,
-      shippingAddress: { name: `Customer ${i}`, line1: `${i} Chaos Lane`, city: "Entropy", postalCode: "00000", country: "US" }
+      shippingAddress: {
+        name: `Customer ${i}`,
+        line1: `${i} Chaos Lane`,
+        city: "Entropy",
+        postalCode: "00000",
+        country: "US"
+      }
     }
   }
 }
@@ -347,7 +353,10 @@ const checkInvariants = (
   }
   return [
     { name: "each order charged at most once", violations: chargedOnce },
-    { name: "refunds equal the charges of failed orders (each refunded in full, no other refund)", violations: refunds },
+    {
+      name: "refunds equal the charges of failed orders (each refunded in full, no other refund)",
+      violations: refunds
+    },
     { name: "inventory conserved (available + held = owned; failed orders hold nothing)", violations: inventory },
     { name: "no run stuck or unfinished (every order succeeded, failed or compensated)", violations: finished },
     { name: "every succeeded order has one shipment and one email; failed orders none booked", violations: fulfilled },
@@ -411,15 +420,23 @@ const program = Effect.gen(function*() {
           headers: { "content-type": "application/json", "idempotency-key": `chaos-${order.orderId}` },
           body: JSON.stringify(order)
         })
-        return { status: response.status, replayed: response.headers.get("idempotent-replayed"), body: await response.text() }
+        return {
+          status: response.status,
+          replayed: response.headers.get("idempotent-replayed"),
+          body: await response.text()
+        }
       })
       const first = yield* send
-      if (first.status !== 202) return yield* Effect.fail(new Error(`POST /checkout ${order.orderId}: ${first.status} ${first.body}`))
+      if (first.status !== 202) {
+        return yield* Effect.fail(new Error(`POST /checkout ${order.orderId}: ${first.status} ${first.body}`))
+      }
       if (i % 7 === 0) {
         const repeat = yield* send
         replays++
         if (repeat.status !== 202 || repeat.replayed !== "true" || repeat.body !== first.body) {
-          replayProblems.push(`${order.orderId}: the repeat got ${repeat.status}, replayed=${repeat.replayed}, ${repeat.body}`)
+          replayProblems.push(
+            `${order.orderId}: the repeat got ${repeat.status}, replayed=${repeat.replayed}, ${repeat.body}`
+          )
         }
       }
     }).pipe(Effect.retry({ times: 5, schedule: Schedule.spaced("200 millis") }))
@@ -584,7 +601,8 @@ const program = Effect.gen(function*() {
     `  payment webhooks: ${books.webhookDeliveries} deliveries, ${books.webhookDuplicates} of them duplicates; ` +
       `POST /checkout repeated with the same Idempotency-Key: ${replays}`
   )
-  yield* Console.log(`  stock: ${books.stock.map((s) => `${s.sku} ${s.available}+${s.held} held/${s.total}`).join(", ")}`)
+  const stock = books.stock.map((s) => `${s.sku} ${s.available}+${s.held} held/${s.total}`)
+  yield* Console.log(`  stock: ${stock.join(", ")}`)
   yield* Console.log("\nInvariants:")
   for (const invariant of invariants) {
     yield* Console.log(`  ${invariant.violations.length === 0 ? "✓" : "✗"} ${invariant.name}`)

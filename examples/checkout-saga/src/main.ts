@@ -3,8 +3,9 @@
  * start, a scripted scenario driven through the API. Storage is an embedded SQLite file by default
  * and Postgres when `DATABASE_URL` is set (see `App.ts`); the API listens on `PORT` (default
  * 3000) on `HOST` (default 127.0.0.1: the admin API and dashboard under `/admin` need no token
- * on a loopback address; set `ADMIN_TOKEN` to listen elsewhere). SIGTERM and SIGINT shut down gracefully: the server stops accepting requests and the
- * worker lets running steps finish (or releases their leases).
+ * on a loopback address; set `ADMIN_TOKEN` to listen elsewhere). SIGTERM and SIGINT shut down
+ * gracefully: the server stops accepting requests and the worker lets running steps finish (or
+ * releases their leases).
  */
 import { createServer } from "node:http"
 import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
@@ -53,7 +54,9 @@ const program = Effect.gen(function*() {
   // worker process it drives, so that it is the one that recovers the run
   const workerEnabled = yield* Config.boolean("WORKER").pipe(Config.withDefault(true))
   const scope = yield* Effect.scope
-  const startWorker = yield* Effect.once(workerEnabled ? Effect.asVoid(Layer.buildWithScope(WorkerLive, scope)) : Effect.void)
+  const startWorker = yield* Effect.once(
+    workerEnabled ? Effect.asVoid(Layer.buildWithScope(WorkerLive, scope)) : Effect.void
+  )
   yield* Scenario.runOnFirstStart(callUrl, { startWorker, workerEnabled })
   yield* startWorker
   yield* Console.log(`

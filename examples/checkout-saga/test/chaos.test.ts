@@ -1,8 +1,8 @@
 /**
  * `npm run chaos` in small: 30 orders through POST /checkout and worker processes on Postgres, at
- * least 20 workers killed with SIGKILL, faults in every provider, confirmations as signed webhooks. Runs the built driver (`dist/chaos.js`, which
- * `npm test` builds first) as a child process, as a user would, and checks its exit code and the
- * invariants it printed.
+ * least 20 workers killed with SIGKILL, faults in every provider, confirmations as signed webhooks.
+ * Runs the built driver (`dist/chaos.js`, which `npm test` builds first) as a child process, as a
+ * user would, and checks its exit code and the invariants it printed.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { spawn } from "node:child_process"

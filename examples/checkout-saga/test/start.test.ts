@@ -86,7 +86,10 @@ describe("npm start", () => {
       assert.match(output, /demo-declined-1, a declined card, pm_card_declined: compensated \(card-declined/)
       assert.match(output, /killed with SIGKILL in the middle of the saga/)
       assert.match(output, /demo-crash-1, its worker killed mid-saga, pm_card_visa: succeeded/)
-      assert.match(output, /demo-crash-1 at the providers: 1 charge .* 1 shipment, 1 email — the card was charged once/)
+      assert.match(
+        output,
+        /demo-crash-1 at the providers: 1 charge .* 1 shipment, 1 email — the card was charged once/
+      )
       assert.match(output, /webhooks: {2}the payment provider POSTed \d+ signed confirmations/)
       assert.include(output, "invariants hold")
       assert.notInclude(output, "scenario failed")

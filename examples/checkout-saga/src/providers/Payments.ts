@@ -89,7 +89,9 @@ export interface Options {
    * `client.signal(runId, "payment-confirmed", { chargeId, amountCents }, { signalId: chargeId })`;
    * the service configures a signed webhook (`Webhook.ts`). A failure is retried.
    */
-  readonly deliver?: ((confirmation: Confirmation) => Effect.Effect<{ readonly duplicate: boolean }, unknown>) | undefined
+  readonly deliver?:
+    | ((confirmation: Confirmation) => Effect.Effect<{ readonly duplicate: boolean }, unknown>)
+    | undefined
   /** How many times each confirmation is delivered (default 1): providers deliver webhooks at least once. */
   readonly deliveries?: number | undefined
   /**
