@@ -57,7 +57,7 @@ const program = Effect.gen(function*() {
   const startWorker = yield* Effect.once(
     workerEnabled ? Effect.asVoid(Layer.buildWithScope(WorkerLive, scope)) : Effect.void
   )
-  yield* Scenario.runOnFirstStart(callUrl, { startWorker, workerEnabled })
+  const ranScenario = yield* Scenario.runOnFirstStart(callUrl, { startWorker, workerEnabled })
   yield* startWorker
   yield* Console.log(`
 Serving on ${baseUrl} (Ctrl-C to stop):
@@ -66,7 +66,9 @@ Serving on ${baseUrl} (Ctrl-C to stop):
   GET  ${baseUrl}/orders/:id     status and saga progress, e.g. ${baseUrl}/orders/demo-good-1
   GET  ${baseUrl}/ledger         the providers' books and the saga's invariants
   GET  ${baseUrl}/health
-  Dashboard: ${baseUrl}/admin/  (runs, each saga's timeline; admin API under ${baseUrl}/admin/api/runs)
+  Dashboard: ${baseUrl}/admin/  (runs, each saga's timeline; admin API under ${baseUrl}/admin/api/runs)${
+    ranScenario ? `\n             the recovered saga: ${baseUrl}/admin/runs/${Scenario.crashOrder.order.orderId}` : ""
+  }
 Try:
   curl -s -X POST ${baseUrl}/checkout -H 'content-type: application/json' -H 'idempotency-key: try-o-1' \\
     -d '${JSON.stringify(exampleOrder)}'
