@@ -211,6 +211,63 @@ describe("SqlStore on Postgres", () => {
       }
     }))
 
+  it.scopedLive("a child's finishing commit racing its parent's waiting commit and heartbeats never loses the wake-up", () =>
+    Effect.gen(function*() {
+      const { log, client } = countingPgClient(url)
+      const a = yield* build(SqlStore.layer().pipe(Layer.provideMerge(client)))
+      const b = yield* storeOn()
+      let signalled = 0
+      for (let i = 0; i < 30; i++) {
+        const parent = yield* claimNew(a.store)
+        const child = yield* claimNew(a.store)
+        const delivery = { runId: parent.id, name: "child", signalId: `child-${child.id}`, payload: `${i}` }
+        // the parent suspends (same store: its commit may share a batch), the child finishes on
+        // another pool, and a heartbeat locks both runs meanwhile
+        const [, , held] = yield* Effect.all([
+          a.store.commit(commitOf(parent, {
+            transition: { status: "waiting", runnableAt: null, release: true, signalSeenSeq: 0 }
+          })),
+          (i % 2 === 0 ? b : a).store.commit(commitOf(child, {
+            entries: [entry("done", 1, "succeeded")],
+            transition: { status: "succeeded", runnableAt: null, release: true, output: "1", signal: delivery }
+          })),
+          a.store.heartbeat({
+            workerId: "worker-a",
+            runs: [{ id: parent.id, epoch: parent.epoch }, { id: child.id, epoch: child.epoch }],
+            leaseMs: 60_000
+          })
+        ], { concurrency: "unbounded" })
+        assert.isAtMost(held.length, 2)
+        const { run, signals } = yield* a.store.load(parent.id)
+        assert.strictEqual(run.status, "waiting")
+        assert.deepStrictEqual(signals.map((signal) => signal.signalId), [delivery.signalId])
+        assert.isNotNull(run.runnableAt, `parent ${parent.id} (round ${i}) lost its wake-up`)
+        assert.strictEqual((yield* a.store.get(child.id).pipe(Effect.map(Option.getOrThrow))).status, "succeeded")
+        signalled++
+      }
+      assert.strictEqual(signalled, 30)
+      // the signal's commit went as its own transaction: BEGIN, the lock of both runs, commit, signal, COMMIT
+      const [, statements] = yield* log.count(Effect.gen(function*() {
+        const parent = yield* claimNew(b.store)
+        const child = yield* claimNew(b.store)
+        yield* a.store.commit(commitOf(child, {
+          transition: {
+            status: "succeeded",
+            runnableAt: null,
+            release: true,
+            signal: { runId: parent.id, name: "child", signalId: "once", payload: "1" }
+          }
+        }))
+      }))
+      assert.deepStrictEqual(statements.map((text) => text.split(" ").slice(0, 2).join(" ")), [
+        "BEGIN",
+        "SELECT id",
+        "WITH clock",
+        "WITH clock",
+        "COMMIT"
+      ])
+    }))
+
   it.scopedLive("concurrent claims from several pools never take a run twice", () =>
     Effect.gen(function*() {
       const stores = yield* Effect.all(Array.from({ length: 6 }, () => storeOn({}, 4)))

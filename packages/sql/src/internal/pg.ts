@@ -207,11 +207,23 @@ export const make = (
           Effect.withSpan("SqlStore.claim", { captureStackTrace: false })
         )
 
-    const heartbeatText = `WITH clock AS (SELECT ${nowMs} AS now)
+    /**
+     * The `held` CTE locks the worker's runs in ID order before the update touches them: the order
+     * of the update's own row locks follows its plan (heap order on a small table), and a
+     * transaction locking two of those runs in ID order (a child's commit that signals its parent)
+     * would otherwise deadlock with it.
+     */
+    const heartbeatText = `WITH clock AS (SELECT ${nowMs} AS now),
+      held AS (
+        SELECT h.id FROM ${t.runs} h
+        WHERE h.id = ANY($1::text[]) AND h.lease_owner = $2::text
+        ORDER BY h.id
+        FOR NO KEY UPDATE
+      )
       UPDATE ${t.runs} r SET lease_expires_at = clock.now + $3::bigint
-      FROM clock, unnest($1::text[], $4::bigint[]) AS x(id, epoch)
-      WHERE r.id = ANY($1::text[]) AND r.id = x.id AND r.epoch = x.epoch AND r.lease_owner = $2::text
-        AND r.lease_expires_at > clock.now
+      FROM clock, held, unnest($1::text[], $4::bigint[]) AS x(id, epoch)
+      WHERE r.id = ANY($1::text[]) AND r.id = held.id AND r.id = x.id AND r.epoch = x.epoch
+        AND r.lease_owner = $2::text AND r.lease_expires_at > clock.now
       RETURNING r.id`
     const heartbeat: Store["heartbeat"] = (request) => {
       if (request.runs.length === 0) return Effect.succeed([])
@@ -436,9 +448,9 @@ export const make = (
      * A commit that also delivers a signal (a child run finishing tells its parent) changes two
      * runs, so it cannot share the batch statement (a run's row must be updated once per
      * statement). It runs in a transaction of its own: lock both runs in ID order (the order
-     * batches and heartbeats lock in, so no deadlock), the fenced commit, then the signal.
+     * heartbeats lock in, so no deadlock), the fenced commit, then the signal.
      */
-    const lockRunsText = `SELECT id FROM ${t.runs} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`
+    const lockRunsText = `SELECT id FROM ${t.runs} WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE`
     const commitSignalled = (c: Commit): Effect.Effect<CommitResult, LeaseLost | SqlError> =>
       Effect.gen(function*() {
         const delivery = c.transition!.signal!
