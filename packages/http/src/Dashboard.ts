@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import type { WorkflowStore } from "@memento/workflow"
+import { WorkflowStore } from "@memento/workflow"
 import { describeRunError, describeValue, parseJson } from "./internal/adminViews.js"
 import { badge, escape, formatDuration, formatTime, page, statusColors } from "./internal/html.js"
 import { runScript, signInScript, tokenCookie as tokenCookie_ } from "./internal/scripts.js"
@@ -68,19 +68,7 @@ const runLink = (base: string, id: string) => `${base}/runs/${encodeURIComponent
 
 const truncate = (text: string, max: number) => text.length > max ? `${text.slice(0, max - 1)}…` : text
 
-const allStatuses: ReadonlyArray<WorkflowStore.RunStatus> = [
-  "pending",
-  "running",
-  "sleeping",
-  "waiting",
-  "compensating",
-  "succeeded",
-  "failed",
-  "compensated",
-  "cancelled",
-  "needs_attention",
-  "dead"
-]
+const allStatuses = WorkflowStore.allStatuses
 
 /**
  * The runs list: filter links by status (with counts), a workflow filter, one row per run

@@ -16,8 +16,7 @@
 import type * as HttpClient from "@effect/platform/HttpClient"
 import type { Scope } from "effect"
 import { Cause, Duration, Effect, Exit, Layer, Queue, Schedule, Schema, Stream } from "effect"
-import { decodeRunError } from "./internal/engine.js"
-import { StoreError } from "./WorkflowError.js"
+import { describeRunError, StoreError } from "./WorkflowError.js"
 import type { AlertRecord, RunStatus } from "./WorkflowStore.js"
 import { WorkflowStore } from "./WorkflowStore.js"
 
@@ -105,17 +104,6 @@ export interface Options {
  */
 export const defaultStatuses: ReadonlyArray<RunStatus> = ["failed", "needs_attention", "dead"]
 
-/** A JSON value in words: a tagged error as `Tag: message` or `Tag {fields}`. */
-const describeValue = (value: unknown): string => {
-  if (typeof value === "string") return value
-  if (typeof value === "object" && value !== null && "_tag" in value && typeof value._tag === "string") {
-    const { _tag, ...fields } = value as { readonly _tag: string; readonly [field: string]: unknown }
-    if (typeof fields.message === "string") return `${_tag}: ${fields.message}`
-    return Object.keys(fields).length === 0 ? _tag : `${_tag} ${JSON.stringify(fields)}`
-  }
-  return JSON.stringify(value) ?? String(value)
-}
-
 const parseJson = (text: string | null): unknown => {
   if (text === null) return null
   try {
@@ -126,24 +114,8 @@ const parseJson = (text: string | null): unknown => {
 }
 
 /** The run error of an outbox row in words. */
-const describeError = (record: AlertRecord): Effect.Effect<string> =>
-  decodeRunError(record.error).pipe(
-    Effect.map((error) => {
-      switch (error._tag) {
-        case "Failure":
-          return describeValue(error.error)
-        case "Cancelled":
-          return "the run was cancelled"
-        case "Parked":
-          return error.failure === undefined
-            ? error.reason.message
-            : `${error.reason.message} (after the workflow failed with ${describeValue(error.failure)})`
-      }
-    }),
-    Effect.orElseSucceed(() =>
-      record.error === null ? `the run ended ${record.status}` : `the run ended ${record.status}: ${record.error}`
-    )
-  )
+const describeError = (record: AlertRecord): string =>
+  describeRunError(record.error) ?? `the run ended ${record.status}`
 
 /**
  * The `Alert` of an outbox row.
@@ -152,13 +124,13 @@ const describeError = (record: AlertRecord): Effect.Effect<string> =>
  * @category constructors
  */
 export const fromRecord = (record: AlertRecord): Effect.Effect<Alert> =>
-  Effect.map(describeError(record), (message) =>
+  Effect.sync(() =>
     new Alert({
       id: record.id,
       runId: record.runId,
       workflow: record.workflow,
       status: record.status,
-      message,
+      message: describeError(record),
       error: parseJson(record.error),
       createdAt: new Date(record.createdAt),
       attempt: record.attempts

@@ -319,3 +319,69 @@ export const ParkReason = Schema.Union(
  * @category errors
  */
 export type ParkReason = typeof ParkReason.Type
+
+const decodeParkReason = Schema.decodeUnknownOption(ParkReason)
+
+const json = (value: unknown): string => {
+  if (typeof value === "string") return value
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
+
+/**
+ * An encoded error (a journaled step error, a workflow's failure) in words, for people and for
+ * tools that cannot decode it with the workflow's own Schemas: `Tag: message` when it has a
+ * message, else `Tag {fields as JSON}`, else its JSON.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const describeEncoded = (value: unknown): string => {
+  if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+    const { _tag, message, ...rest } = value as Record<string, unknown>
+    const tag = typeof _tag === "string" ? _tag : undefined
+    const text = typeof message === "string" && message !== "" ? message : undefined
+    if (tag !== undefined && text !== undefined) return `${tag}: ${text}`
+    if (tag !== undefined) return Object.keys(rest).length === 0 ? tag : `${tag} ${json(rest)}`
+    if (text !== undefined) return text
+  }
+  return json(value)
+}
+
+/**
+ * A run's stored `error` (the engine's run error: the workflow's failure, a cancel, or why the run
+ * was parked) in one line; `null` when the run has none. Text that is not a run error (a corrupt
+ * row) is returned as it is. The CLI, the admin API, the dashboard and alerts all word errors with it.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const describeRunError = (text: string | null): string | null => {
+  if (text === null) return null
+  let error: unknown
+  try {
+    error = JSON.parse(text)
+  } catch {
+    return text
+  }
+  if (typeof error !== "object" || error === null || Array.isArray(error)) return text
+  const record = error as Record<string, unknown>
+  switch (record._tag) {
+    case "Failure":
+      return describeEncoded(record.error)
+    case "Cancelled":
+      return "cancelled by an operator"
+    case "Parked": {
+      const reason = decodeParkReason(record.reason)
+      const words = reason._tag === "Some" ? `${reason.value._tag}: ${reason.value.message}` : describeEncoded(record.reason)
+      return record.failure === undefined
+        ? words
+        : `${words} (after the workflow failed with ${describeEncoded(record.failure)})`
+    }
+    default:
+      return text
+  }
+}

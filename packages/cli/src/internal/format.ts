@@ -1,7 +1,7 @@
 /**
  * Human output of the CLI: tables, the run timeline, stats.
  */
-import { ParkReason } from "@memento/workflow/WorkflowError"
+import { describeEncoded, describeRunError } from "@memento/workflow/WorkflowError"
 import type {
   ArchivedAttempt,
   ArchivedEntry,
@@ -13,7 +13,6 @@ import type {
   RunRecord
 } from "@memento/workflow/WorkflowStore"
 import { allStatuses } from "@memento/workflow/WorkflowStore"
-import { Option, Schema } from "effect"
 
 const compensateSuffix = "#compensate"
 
@@ -61,45 +60,10 @@ const compact = (value: unknown): string => {
  * One line for an encoded error value: `Tag: message`, `Tag {"field":…}` or its JSON. Used for
  * workflow and step errors, which the CLI cannot decode with the workflow's own Schemas.
  */
-export const describeError = (value: unknown): string => {
-  if (typeof value === "object" && value !== null && !Array.isArray(value)) {
-    const { _tag, message, ...rest } = value as Record<string, unknown>
-    const tag = typeof _tag === "string" ? _tag : undefined
-    const text = typeof message === "string" && message !== "" ? message : undefined
-    const fields = Object.keys(rest).length > 0 ? compact(rest) : undefined
-    if (tag !== undefined && text !== undefined) return `${tag}: ${text}`
-    if (tag !== undefined) return fields === undefined ? tag : `${tag} ${fields}`
-    if (text !== undefined) return text
-  }
-  return compact(value)
-}
-
-const decodeParkReason = Schema.decodeUnknownOption(ParkReason)
+export const describeError: (value: unknown) => string = describeEncoded
 
 /** The run's `error` column (the engine's RunError JSON) as one readable line. */
-export const runError = (text: string | null): string | undefined => {
-  if (text === null) return undefined
-  const error = parseJson(text)
-  if (typeof error !== "object" || error === null || !("_tag" in error)) return text
-  const record = error as Record<string, unknown>
-  switch (record._tag) {
-    case "Failure":
-      return describeError(record.error)
-    case "Cancelled":
-      return "cancelled by an operator"
-    case "Parked": {
-      const reason = Option.match(decodeParkReason(record.reason), {
-        onNone: () => describeError(record.reason),
-        onSome: (reason) => `${reason._tag}: ${reason.message}`
-      })
-      return record.failure === undefined
-        ? reason
-        : `${reason} (after the workflow failed with ${describeError(record.failure)})`
-    }
-    default:
-      return text
-  }
-}
+export const runError = (text: string | null): string | undefined => describeRunError(text) ?? undefined
 
 /** Columns padded to their widest cell. */
 export const table = (headers: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {

@@ -3,6 +3,7 @@
  * ISO 8601, and the run's error put into words.
  */
 import type { WorkflowStore } from "@memento/workflow"
+import { WorkflowError } from "@memento/workflow"
 
 /** Parses stored JSON text; text that is not JSON (a corrupt row) is returned as it is. */
 export const parseJson = (text: string | null): unknown => {
@@ -16,49 +17,11 @@ export const parseJson = (text: string | null): unknown => {
 
 export const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
 
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
-const short = (value: unknown): string => {
-  if (typeof value === "string") return value
-  const text = JSON.stringify(value)
-  return text === undefined ? String(value) : text
-}
-
-/**
- * An encoded error in words: `Tag: message`, or `Tag (field: value, ...)` when the error has no
- * `message` field (a `Schema.TaggedError` encodes its fields, not its message getter).
- */
-export const describeValue = (value: unknown): string => {
-  if (!isRecord(value)) return short(value)
-  const tag = typeof value._tag === "string" ? value._tag : undefined
-  if (typeof value.message === "string" && value.message.length > 0) {
-    return tag === undefined ? value.message : `${tag}: ${value.message}`
-  }
-  const fields = Object.entries(value).filter(([name]) => name !== "_tag" && name !== "workflowId")
-  const body = fields.map(([name, field]) => `${name}: ${short(field)}`).join(", ")
-  if (tag === undefined) return body.length === 0 ? "{}" : body
-  return body.length === 0 ? tag : `${tag} (${body})`
-}
+/** An encoded error in words: `Tag: message`, or `Tag {fields}` when it has no `message`. */
+export const describeValue: (value: unknown) => string = WorkflowError.describeEncoded
 
 /** A run's `error` column (a RunError: Failure, Cancelled or Parked) in words. */
-export const describeRunError = (text: string | null): string | null => {
-  if (text === null) return null
-  const error = parseJson(text)
-  if (!isRecord(error)) return short(error)
-  switch (error._tag) {
-    case "Failure":
-      return describeValue(error.error)
-    case "Cancelled":
-      return "cancelled by an operator"
-    case "Parked": {
-      const reason = describeValue(error.reason)
-      return error.failure === undefined ? reason : `${reason}; the run had failed with ${describeValue(error.failure)}`
-    }
-    default:
-      return describeValue(error)
-  }
-}
+export const describeRunError: (text: string | null) => string | null = WorkflowError.describeRunError
 
 /**
  * A run as the admin API returns it.
