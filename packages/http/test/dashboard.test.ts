@@ -3,8 +3,9 @@
  * /usr/bin/chromium) driven by playwright-core against a real server with a MemoryStore and a
  * Worker running the checkout saga. It filters and pages the runs list, opens a compensated run,
  * checks the SVG timeline (a bar per step and compensation, the failed attempts in red with their
- * error), saves a screenshot to test/screenshots/compensated-run.png, shows retried generations
- * greyed, cancels a run with the page's button, and checks that run data cannot inject HTML.
+ * error), saves a screenshot to test/screenshots/compensated-run.png (git-ignored; the copy in the
+ * README is docs/dashboard-compensated-run.png), shows retried generations greyed, cancels a run
+ * with the page's button, and checks that run data cannot inject HTML.
  */
 import { existsSync, mkdirSync } from "node:fs"
 import { fileURLToPath } from "node:url"
