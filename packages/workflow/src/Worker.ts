@@ -61,6 +61,11 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
     const wake = yield* Queue.sliding<void>(1)
     const scope = yield* Effect.scope
     const notify = Queue.offer(wake, undefined)
+    // Whether runnable runs may be left unclaimed for want of a free slot: the last claim filled
+    // every free slot, or the claim loop woke (hint or poll) with none free. Only then does a
+    // finished run trigger a claim at once; otherwise that claim would find nothing, and the next
+    // hint or poll picks up whatever becomes runnable.
+    let backlog = false
 
     yield* Retention.periodic(options.purge)
 
@@ -126,12 +131,10 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
           Effect.tap((outcome) =>
             outcome._tag === "Suspended" && outcome.runnableAt !== null ? wakeAt(outcome.runnableAt) : Effect.void
           ),
-          Effect.ensuring(Effect.zipRight(
-            Effect.sync(() => {
-              if (active.get(run.id) === slot) active.delete(run.id)
-            }),
-            notify
-          )),
+          Effect.ensuring(Effect.suspend(() => {
+            if (active.get(run.id) === slot) active.delete(run.id)
+            return backlog ? notify : Effect.void
+          })),
           Effect.forkIn(runScope)
         )
       })
@@ -140,11 +143,27 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       while (true) {
         const free = concurrency - active.size
         if (free > 0) {
+          backlog = false
           const runs = yield* store.claim({ workerId, workflows: names, limit: free, leaseMs: settings.leaseMs }).pipe(
-            Effect.catchAll((error) => Effect.as(Effect.logWarning(`claim failed: ${error.message}`), []))
+            Effect.catchAll((error) =>
+              Effect.as(
+                Effect.zipRight(
+                  Effect.sync(() => {
+                    backlog = true
+                  }),
+                  Effect.logWarning(`claim failed: ${error.message}`)
+                ),
+                []
+              )
+            )
           )
           yield* Effect.forEach(runs, start, { discard: true })
-          if (runs.length > 0 && runs.length === free) continue
+          if (runs.length > 0 && runs.length === free) {
+            backlog = true
+            continue
+          }
+        } else {
+          backlog = true
         }
         const jitter = yield* Random.nextRange(0.75, 1.25)
         yield* Queue.take(wake).pipe(Effect.timeout(Duration.millis(settings.pollMs * jitter)), Effect.ignore)

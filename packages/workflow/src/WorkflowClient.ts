@@ -274,6 +274,9 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
       onSome: Effect.succeed
     }))
 
+  const runId = <W extends Workflow.Any>(workflow: W, payload: Workflow.PayloadOf<W>, options?: StartOptions) =>
+    options?.id ?? workflow.idempotencyKey?.(payload) ?? randomUUID()
+
   const start = Effect.fn("WorkflowClient.start")(function*<W extends Workflow.Any>(
     workflow: W,
     payload: Workflow.PayloadOf<W>,
@@ -283,7 +286,7 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
     const encoded = yield* Codec.encode(workflow.payloadSchema, payload).pipe(
       Effect.mapError((error) => new InvalidPayload({ workflow: workflow.name, message: error.message }))
     )
-    const id = options?.id ?? workflow.idempotencyKey?.(payload) ?? randomUUID()
+    const id = runId(workflow, payload, options)
     if (id.length === 0 || id.length > maxIdLength) {
       return yield* new InvalidPayload({
         workflow: workflow.name,
@@ -363,9 +366,13 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
   const poll = <W extends Workflow.Any>(workflow: W, id: string) =>
     Effect.flatMap(getRun(id), (run) => outcome(workflow, run))
 
-  const result = <W extends Workflow.Any>(workflow: W, id: string) =>
+  /**
+   * Subscribes (in the current scope) to the `RunFinished` events of one run, before its first
+   * poll so that no finish is missed; events are hints, so waiting also polls every
+   * `resultPollMs`.
+   */
+  const subscribeFinished = (id: string) =>
     Effect.gen(function*() {
-      const settings = yield* WorkflowConfig
       const finished = yield* Queue.sliding<void>(1)
       yield* store.events.pipe(
         Stream.filter((event) => event._tag === "RunFinished" && event.runId === id),
@@ -373,12 +380,47 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
         Effect.forkScoped
       )
       yield* Effect.yieldNow()
+      return finished
+    })
+
+  /** Polls the run until it finishes, waiting for its `RunFinished` event (or `resultPollMs`) in between. */
+  const awaitFinished = <W extends Workflow.Any>(
+    workflow: W,
+    id: string,
+    finished: Queue.Queue<void>,
+    options: { readonly pollFirst: boolean }
+  ) =>
+    Effect.gen(function*() {
+      const settings = yield* WorkflowConfig
+      const wait = Queue.take(finished).pipe(Effect.timeout(Duration.millis(settings.resultPollMs)), Effect.ignore)
+      if (!options.pollFirst) yield* wait
       while (true) {
         const done = yield* poll(workflow, id)
         if (O.isSome(done)) return yield* done.value
-        yield* Queue.take(finished).pipe(Effect.timeout(Duration.millis(settings.resultPollMs)), Effect.ignore)
+        yield* wait
       }
+    })
+
+  const result = <W extends Workflow.Any>(workflow: W, id: string) =>
+    Effect.gen(function*() {
+      const finished = yield* subscribeFinished(id)
+      return yield* awaitFinished(workflow, id, finished, { pollFirst: true })
     }).pipe(Effect.scoped, Effect.withSpan("WorkflowClient.result", { attributes: { "workflow.id": id } }))
+
+  // `start` then `result`, one read fewer: the run is created after the subscription, so a run this
+  // call created cannot have finished before it and its first poll waits for the RunFinished event
+  // (or `resultPollMs`). A run that existed already (same ID) is polled at once.
+  const execute = <W extends Workflow.Any>(
+    workflow: W,
+    payload: Workflow.PayloadOf<W>,
+    options?: StartOptions
+  ) =>
+    Effect.gen(function*() {
+      const id = runId(workflow, payload, options)
+      const finished = yield* subscribeFinished(id)
+      const handle = yield* start(workflow, payload, { ...options, id })
+      return yield* awaitFinished(workflow, handle.id, finished, { pollFirst: !handle.created })
+    }).pipe(Effect.scoped, Effect.withSpan("WorkflowClient.execute"))
 
   const signal = Effect.fn("WorkflowClient.signal")(function*(
     id: string,
@@ -440,8 +482,7 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
   return WorkflowClient.of({
     start,
     result,
-    execute: (workflow, payload, options) =>
-      Effect.flatMap(start(workflow, payload, options), (handle) => result(workflow, handle.id)),
+    execute,
     poll,
     signal,
     cancel,
