@@ -135,3 +135,28 @@ export const activeRuns: Metric.Metric.Gauge<number> = Metric.gauge("memento_wor
  * @category utils
  */
 export const stepName = (key: string): string => key.replace(/#\d+/g, "")
+
+const stepMetrics = new Map<string, {
+  readonly latency: Metric.Metric.Histogram<number>
+  readonly retries: Metric.Metric.Counter<number>
+}>()
+
+/**
+ * The step metrics tagged with a workflow and a step name (`stepName` of the key), made once per
+ * pair: tagging on every attempt would cost a metric and a key per step.
+ *
+ * @internal
+ */
+export const forStep = (workflow: string, key: string) => {
+  const step = stepName(key)
+  const id = `${workflow}\u0000${step}`
+  let metrics = stepMetrics.get(id)
+  if (metrics === undefined) {
+    metrics = {
+      latency: stepDuration.pipe(Metric.tagged("workflow", workflow), Metric.tagged("step", step)),
+      retries: stepRetries.pipe(Metric.tagged("workflow", workflow), Metric.tagged("step", step))
+    }
+    stepMetrics.set(id, metrics)
+  }
+  return metrics
+}

@@ -432,7 +432,7 @@ export const child = <W extends Any>(
         payload: payloadText,
         parentId: state.runId
       }).pipe(
-        Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+        (effect) => Run.retryStore(state.settings.storeRetry, effect),
         Effect.catchAll((error) => Run.halt(state, { _tag: "Abandon", cause: error.message }))
       )
       const existing = created.run

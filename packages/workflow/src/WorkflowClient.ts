@@ -7,7 +7,8 @@
  */
 import { randomUUID } from "node:crypto"
 import type { Option, Schema as S } from "effect"
-import { Context, Duration, Effect, Exit, Layer, Option as O, ParseResult, Queue, Schema, Stream } from "effect"
+import type { Scope } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option as O, ParseResult, Schema, Stream } from "effect"
 import * as Codec from "./internal/codec.js"
 import { decodeRunError } from "./internal/engine.js"
 import * as Retention from "./internal/retention.js"
@@ -265,7 +266,7 @@ const retryPlan = (
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(function*() {
+export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = Effect.gen(function*() {
   const store = yield* WorkflowStore
 
   const getRun = (id: string) =>
@@ -277,7 +278,7 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
   const runId = <W extends Workflow.Any>(workflow: W, payload: Workflow.PayloadOf<W>, options?: StartOptions) =>
     options?.id ?? workflow.idempotencyKey?.(payload) ?? randomUUID()
 
-  const start = Effect.fn("WorkflowClient.start")(function*<W extends Workflow.Any>(
+  const start = Effect.fn("WorkflowClient.start", { captureStackTrace: false })(function*<W extends Workflow.Any>(
     workflow: W,
     payload: Workflow.PayloadOf<W>,
     options?: StartOptions
@@ -366,48 +367,64 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
   const poll = <W extends Workflow.Any>(workflow: W, id: string) =>
     Effect.flatMap(getRun(id), (run) => outcome(workflow, run))
 
-  /**
-   * Subscribes (in the current scope) to the `RunFinished` events of one run, before its first
-   * poll so that no finish is missed; events are hints, so waiting also polls every
-   * `resultPollMs`.
-   */
-  const subscribeFinished = (id: string) =>
-    Effect.gen(function*() {
-      const finished = yield* Queue.sliding<void>(1)
-      yield* store.events.pipe(
-        Stream.filter((event) => event._tag === "RunFinished" && event.runId === id),
-        Stream.runForEach(() => Queue.offer(finished, undefined)),
-        Effect.forkScoped
-      )
-      yield* Effect.yieldNow()
-      return finished
-    })
+  // One subscription to the store's events for the client's lifetime; each waiting `result` or
+  // `execute` registers a latch under its run ID, so a `RunFinished` event costs one map lookup
+  // however many callers wait (a subscription per caller would deliver every event to every caller).
+  const waiters = new Map<string, Set<Effect.Latch>>()
+  yield* store.events.pipe(
+    Stream.runForEach((event) =>
+      Effect.sync(() => {
+        if (event._tag !== "RunFinished") return
+        const latches = waiters.get(event.runId)
+        if (latches !== undefined) for (const latch of latches) latch.unsafeOpen()
+      })
+    ),
+    Effect.forkScoped
+  )
+  // lets the subscription start before the first caller relies on it (events are hints: a missed
+  // one costs a `resultPollMs` poll, never a result)
+  yield* Effect.yieldNow()
 
-  /** Polls the run until it finishes, waiting for its `RunFinished` event (or `resultPollMs`) in between. */
-  const awaitFinished = <W extends Workflow.Any>(
+  /**
+   * Waits for `id` to finish: registers for its `RunFinished` event (before the first poll, so that
+   * no finish is missed), then polls whenever it arrives, or every `resultPollMs` as the safety net.
+   */
+  const awaitFinished = <W extends Workflow.Any, A, E, R>(
     workflow: W,
     id: string,
-    finished: Queue.Queue<void>,
-    options: { readonly pollFirst: boolean }
+    before: Effect.Effect<A, E, R>,
+    pollFirst: (a: A) => boolean
   ) =>
     Effect.gen(function*() {
       const settings = yield* WorkflowConfig
-      const wait = Queue.take(finished).pipe(Effect.timeout(Duration.millis(settings.resultPollMs)), Effect.ignore)
-      if (!options.pollFirst) yield* wait
-      while (true) {
-        const done = yield* poll(workflow, id)
-        if (O.isSome(done)) return yield* done.value
-        yield* wait
-      }
+      const latch = yield* Effect.makeLatch(false)
+      let latches = waiters.get(id)
+      if (latches === undefined) waiters.set(id, latches = new Set())
+      latches.add(latch)
+      return yield* Effect.gen(function*() {
+        const wait = latch.await.pipe(
+          Effect.timeout(Duration.millis(settings.resultPollMs)),
+          Effect.ignore,
+          Effect.zipRight(latch.close)
+        )
+        if (!pollFirst(yield* before)) yield* wait
+        while (true) {
+          const done = yield* poll(workflow, id)
+          if (O.isSome(done)) return yield* done.value
+          yield* wait
+        }
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        latches.delete(latch)
+        if (latches.size === 0 && waiters.get(id) === latches) waiters.delete(id)
+      })))
     })
 
   const result = <W extends Workflow.Any>(workflow: W, id: string) =>
-    Effect.gen(function*() {
-      const finished = yield* subscribeFinished(id)
-      return yield* awaitFinished(workflow, id, finished, { pollFirst: true })
-    }).pipe(Effect.scoped, Effect.withSpan("WorkflowClient.result", { attributes: { "workflow.id": id } }))
+    awaitFinished(workflow, id, Effect.void, () => true).pipe(
+      Effect.withSpan("WorkflowClient.result", { attributes: { "workflow.id": id }, captureStackTrace: false })
+    )
 
-  // `start` then `result`, one read fewer: the run is created after the subscription, so a run this
+  // `start` then `result`, one read fewer: the run is created after the registration, so a run this
   // call created cannot have finished before it and its first poll waits for the RunFinished event
   // (or `resultPollMs`). A run that existed already (same ID) is polled at once.
   const execute = <W extends Workflow.Any>(
@@ -415,12 +432,10 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
     payload: Workflow.PayloadOf<W>,
     options?: StartOptions
   ) =>
-    Effect.gen(function*() {
+    Effect.suspend(() => {
       const id = runId(workflow, payload, options)
-      const finished = yield* subscribeFinished(id)
-      const handle = yield* start(workflow, payload, { ...options, id })
-      return yield* awaitFinished(workflow, handle.id, finished, { pollFirst: !handle.created })
-    }).pipe(Effect.scoped, Effect.withSpan("WorkflowClient.execute"))
+      return awaitFinished(workflow, id, start(workflow, payload, { ...options, id }), (handle) => !handle.created)
+    }).pipe(Effect.withSpan("WorkflowClient.execute", { captureStackTrace: false }))
 
   const signal = Effect.fn("WorkflowClient.signal")(function*(
     id: string,
@@ -500,4 +515,4 @@ export const make: Effect.Effect<Service, never, WorkflowStore> = Effect.gen(fun
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<WorkflowClient, never, WorkflowStore> = Layer.effect(WorkflowClient, make)
+export const layer: Layer.Layer<WorkflowClient, never, WorkflowStore> = Layer.scoped(WorkflowClient, make)

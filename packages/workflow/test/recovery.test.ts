@@ -26,7 +26,7 @@ import {
 class WorkerName extends Context.Tag("test/WorkerName")<WorkerName, string>() {}
 
 describe("lease fencing in the engine (guarantee 5)", () => {
-  it.effect("a worker that lost its lease writes nothing further and starts no further step", () => {
+  it.scoped("a worker that lost its lease writes nothing further and starts no further step", () => {
     const recorder = new Recorder()
     const W = Workflow.make({ name: "fenced", payload: Schema.Void, success: Schema.Array(Schema.String) })
     return Effect.gen(function*() {

@@ -81,7 +81,7 @@ describe("durable sleep (guarantee 8)", () => {
     )
   })
 
-  it.effect("a sleeping run wakes on time after its worker was restarted", () => {
+  it.scoped("a sleeping run wakes on time after its worker was restarted", () => {
     const recorder = new Recorder()
     const { implementations, Sleeper } = sleeper(recorder)
     return Effect.gen(function*() {

@@ -37,7 +37,7 @@ const setup = (overrides?: Partial<WorkflowConfig.Settings>) => {
 }
 
 describe("start (guarantee 1)", () => {
-  it.effect("50 concurrent starts of one workflow ID create one run and run the body once", () => {
+  it.scoped("50 concurrent starts of one workflow ID create one run and run the body once", () => {
     const { Checkout, env, recorder } = setup()
     return Effect.gen(function*() {
       const store = yield* WorkflowStore.WorkflowStore

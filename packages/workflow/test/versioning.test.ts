@@ -61,7 +61,7 @@ const deploy = <A, E>(
   })
 
 describe("journal mismatches (guarantee 9, acceptance)", () => {
-  it.effect("renaming step 2 between the crash and the replay parks the run with a JournalMismatch naming step 2", () => {
+  it.scoped("renaming step 2 between the crash and the replay parks the run with a JournalMismatch naming step 2", () => {
     const recorder = new Recorder()
     return deploy(({ client, run }) =>
       Effect.gen(function*() {
@@ -124,7 +124,7 @@ describe("journal mismatches (guarantee 9, acceptance)", () => {
     { title: "ending the body before a journaled step", v2: ["step-1"], requested: null, stepKey: "step-2" }
   ]
   for (const change of changes) {
-    it.effect(`${change.title} parks the run and runs nothing`, () => {
+    it.scoped(`${change.title} parks the run and runs nothing`, () => {
       const recorder = new Recorder()
       return deploy(({ client, run }) =>
         Effect.gen(function*() {
@@ -155,7 +155,7 @@ describe("journal mismatches (guarantee 9, acceptance)", () => {
     })
   }
 
-  it.effect("a journaled step replayed as another kind (step -> sleep) parks the run", () => {
+  it.scoped("a journaled step replayed as another kind (step -> sleep) parks the run", () => {
     const recorder = new Recorder()
     return deploy(({ client, run }) =>
       Effect.gen(function*() {
@@ -182,7 +182,7 @@ describe("journal mismatches (guarantee 9, acceptance)", () => {
 })
 
 describe("journaled values that no longer decode (guarantee 9)", () => {
-  it.effect("changing a step's success Schema under a journaled value parks the run with JournalDecodeError", () => {
+  it.scoped("changing a step's success Schema under a journaled value parks the run with JournalDecodeError", () => {
     const recorder = new Recorder()
     const version = (success: Schema.Schema<any, any>) =>
       W.implement((payload) =>
@@ -217,7 +217,7 @@ describe("journaled values that no longer decode (guarantee 9)", () => {
     )
   })
 
-  it.effect("a journaled typed failure whose error Schema changed parks the run too", () => {
+  it.scoped("a journaled typed failure whose error Schema changed parks the run too", () => {
     class V1Error extends Schema.TaggedError<V1Error>()("Declined", { code: Schema.Number }) {}
     class V2Error extends Schema.TaggedError<V2Error>()("Declined", { code: Schema.Number, reason: Schema.String }) {}
     const recorder = new Recorder()
@@ -266,7 +266,7 @@ describe("Workflow.patched (guarantee 9)", () => {
       })
     )
 
-  it.effect("returns false for a run replaying old history and true for a new run", () => {
+  it.scoped("returns false for a run replaying old history and true for a new run", () => {
     const recorder = new Recorder()
     return deploy(({ client, run }) =>
       Effect.gen(function*() {
@@ -314,7 +314,7 @@ describe("Workflow.patched (guarantee 9)", () => {
     )
   })
 
-  it.effect("returns true for an old run that had not reached the patch yet", () => {
+  it.scoped("returns true for an old run that had not reached the patch yet", () => {
     const recorder = new Recorder()
     return deploy(({ client, run }) =>
       Effect.gen(function*() {

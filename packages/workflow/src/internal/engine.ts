@@ -68,7 +68,7 @@ const transition = (state: RunState, change: RunTransition): Effect.Effect<void>
       attempts,
       transition: change
     }).pipe(
-      Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+      (effect) => Run.retryStore(state.settings.storeRetry, effect),
       Effect.matchEffect({
         onFailure: (error) => Run.halt(state, { _tag: "Abandon", cause: error.message }),
         onSuccess: (result) => {
@@ -122,7 +122,7 @@ export const executeRun = (options: {
     const snapshot = fresh
       ? Either.right({ run, entries: [], signals: [] })
       : yield* store.load(run.id).pipe(
-        Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+        (effect) => Run.retryStore(settings.storeRetry, effect),
         Effect.either
       )
     // A run whose journal cannot be loaded (an undecodable row) is abandoned like a crash, so it is
@@ -197,7 +197,7 @@ export const executeRun = (options: {
         [...state.openChildren.values()],
         (childId) =>
         store.requestCancel(childId).pipe(
-          Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+          (effect) => Run.retryStore(settings.storeRetry, effect),
           Effect.catchAll((error) =>
             error instanceof RunNotFound // the parent crashed between the child's start marker and its creation
               ? Effect.void
@@ -307,7 +307,7 @@ export const executeRun = (options: {
           const wakeToCancel = Effect.suspend(() =>
             state.cancelRequested
               ? store.requestCancel(state.runId).pipe(
-                Effect.retry({ schedule: settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+                (effect) => Run.retryStore(settings.storeRetry, effect),
                 Effect.ignore
               )
               : Effect.void
@@ -363,18 +363,14 @@ export const executeRun = (options: {
         ? Run.halt(state, { _tag: "Timeout" })
         : Effect.never
     })
-    const body = yield* phase(
-      state,
-      Effect.raceFirst(
-        Effect.exit(Effect.provideService(handler.execute(payload.right), Run.WorkflowContext, state)),
-        deadlineTimer
-      )
-    )
+    const execution = Effect.exit(Effect.provideService(handler.execute(payload.right), Run.WorkflowContext, state))
+    const body = yield* phase(state, deadline === null ? execution : Effect.raceFirst(execution, deadlineTimer))
     if (body._tag === "Stopped") return yield* onStopped(body.reason)
     return yield* settle(afterBody(body.value))
   }).pipe(
     Effect.withSpan("memento.run", {
-      attributes: { "workflow.id": options.run.id, "workflow.name": options.run.workflow, "run.epoch": options.run.epoch }
+      attributes: { "workflow.id": options.run.id, "workflow.name": options.run.workflow, "run.epoch": options.run.epoch },
+      captureStackTrace: false
     }),
     Effect.annotateLogs({ "workflow.id": options.run.id, "workflow.name": options.run.workflow }),
     (execution) => {

@@ -154,6 +154,27 @@ export const makeState = (options: {
     }
   })
 
+/**
+ * Retries an operation on the store per `schedule` while it fails with `StoreError`. The happy
+ * path builds no schedule driver: the retry machinery is set up at the first failure, which then
+ * goes through the schedule like any other (same delays as `Effect.retry`).
+ */
+export const retryStore = <A, E extends { readonly _tag: string }, R>(
+  schedule: Settings["storeRetry"],
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.catchIf(effect, (error) => error._tag === "StoreError", (first) => {
+    let replayFirst = true
+    return Effect.retry(
+      Effect.suspend(() => {
+        if (!replayFirst) return effect
+        replayFirst = false
+        return Effect.fail(first)
+      }),
+      { schedule, while: (error) => error._tag === "StoreError" }
+    )
+  })
+
 /** Stops the current phase of the run; the first reason wins. Never returns. */
 export const halt = (state: RunState, reason: StopReason): Effect.Effect<never> =>
   Effect.zipRight(Deferred.succeed(state.stop, reason), Effect.never)
@@ -371,7 +392,7 @@ export const flush = (
         entries: pending.entries,
         attempts: pending.attempts
       }).pipe(
-        Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+        (effect) => retryStore(state.settings.storeRetry, effect),
         Effect.matchEffect({
           onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
           onSuccess: (result) => {
@@ -460,7 +481,7 @@ export const entry = (
 /** The run's signals, read from the store when the journal load was skipped. */
 export const loadSignals = (state: RunState): Effect.Effect<void> =>
   state.signalsLoaded ? Effect.void : state.store.load(state.runId).pipe(
-    Effect.retry({ schedule: state.settings.storeRetry, while: (error) => error._tag === "StoreError" }),
+    (effect) => retryStore(state.settings.storeRetry, effect),
     Effect.matchEffect({
       onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
       onSuccess: (snapshot) =>

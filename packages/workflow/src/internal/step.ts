@@ -53,15 +53,13 @@ export const execute = <A, E, R>(
     const key = spec.key
     const seq = spec.seq
     const startedAt = previous?.startedAt ?? (yield* Clock.currentTimeMillis)
-    const idempotencyKey = idempotencyKeyFor(state.runId, key)
-    const driver = yield* Sched.driver(spec.retry ?? (state.settings.defaultRetry as Schedule.Schedule<unknown, E>))
+    // hashed when a step asks for it: most steps never do
+    let idempotencyKey: string | undefined
+    const runId = state.runId
+    // the retry schedule's driver is made at the first failure: most steps never need it
+    let driver: Sched.ScheduleDriver<unknown, E, never> | undefined
     let attempt = previous?.attempts ?? 0
-    const tags = { workflow: state.workflowName, step: Metrics.stepName(key) }
-    const latency = Metrics.stepDuration.pipe(
-      Metric.tagged("workflow", tags.workflow),
-      Metric.tagged("step", tags.step)
-    )
-    const retries = Metrics.stepRetries.pipe(Metric.tagged("workflow", tags.workflow), Metric.tagged("step", tags.step))
+    const { latency, retries } = Metrics.forStep(state.workflowName, key)
     const limited = spec.timeoutMs === undefined ? spec.effect : Effect.timeoutFail(spec.effect, {
       duration: spec.timeoutMs,
       onTimeout: () => new StepTimeout({ workflowId: state.runId, stepKey: key, timeoutMs: spec.timeoutMs! }) as E
@@ -78,7 +76,14 @@ export const execute = <A, E, R>(
         endedAt: null
       }
       const body = limited.pipe(
-        Effect.provideService(StepContext, { workflowId: state.runId, key, attempt, idempotencyKey }),
+        Effect.provideService(StepContext, {
+          workflowId: runId,
+          key,
+          attempt,
+          get idempotencyKey() {
+            return idempotencyKey ??= idempotencyKeyFor(runId, key)
+          }
+        }),
         Effect.onInterrupt(() =>
           Effect.flatMap(Clock.currentTimeMillis, (endedAt) =>
             Effect.sync(() => buffer(state, [], [{ ...running, outcome: "interrupted", endedAt }]))
@@ -95,7 +100,8 @@ export const execute = <A, E, R>(
             "step.key": key,
             "step.kind": spec.kind,
             attempt
-          }
+          },
+          captureStackTrace: false
         })
       ) as Effect.Effect<A, E, Exclude<R, StepContext>>
       const succeeded = (output: string | null, endedAt: number): JournalEntry =>
@@ -175,6 +181,7 @@ export const execute = <A, E, R>(
       const message = Codec.errorMessage(error)
       buffer(state, [], [{ ...running, outcome: "retrying", error: message, endedAt }])
       const retryable = spec.retryOn === undefined || spec.retryOn(error)
+      driver ??= yield* Sched.driver(spec.retry ?? (state.settings.defaultRetry as Schedule.Schedule<unknown, E>))
       const again = retryable ? Option.isSome(yield* Effect.option(driver.next(error))) : false
       if (again) {
         yield* Metric.increment(retries)
