@@ -1,5 +1,5 @@
 import type { Schema as S } from "effect"
-import { Cause, Clock, Deferred, Duration, Effect, Either, Exit, Metric, Option, Schema } from "effect"
+import { Cause, Clock, Duration, Effect, Either, Exit, Fiber, Metric, Option, Schema } from "effect"
 import * as Metrics from "../Metrics.js"
 import type { HandlerService } from "../Workflow.js"
 import type { Settings } from "../WorkflowConfig.js"
@@ -43,14 +43,21 @@ type Failure = { readonly _tag: "Failure"; readonly error: unknown } | { readonl
 
 type Phase<A> = { readonly _tag: "Done"; readonly value: A } | { readonly _tag: "Stopped"; readonly reason: StopReason }
 
-/** Runs `effect` until it ends or something halts the run (suspend, park, cancel, abandon). */
+/**
+ * Runs `effect` until it ends or something halts the run (suspend, park, cancel, abandon): `halt`
+ * records its reason and interrupts the phase's fiber, with every concurrent branch of the body.
+ */
 const phase = <A>(state: RunState, effect: Effect.Effect<A>): Effect.Effect<Phase<A>> =>
   Effect.gen(function*() {
-    state.stop = yield* Deferred.make<StopReason>()
-    return yield* Effect.raceFirst(
-      Effect.map(effect, (value): Phase<A> => ({ _tag: "Done", value })),
-      Effect.map(Deferred.await(state.stop), (reason): Phase<A> => ({ _tag: "Stopped", reason }))
-    )
+    state.stopReason = undefined
+    const fiber = yield* Effect.fork(effect)
+    state.phaseFiber = fiber
+    if (state.stopReason !== undefined) fiber.unsafeInterruptAsFork(fiber.id())
+    const exit = yield* Fiber.await(fiber)
+    state.phaseFiber = undefined
+    const reason = state.stopReason as StopReason | undefined
+    if (reason !== undefined) return { _tag: "Stopped", reason } as const
+    return Exit.isSuccess(exit) ? { _tag: "Done", value: exit.value } as const : yield* Effect.failCause(exit.cause)
   })
 
 /** Commits the buffered rows with a status change. */

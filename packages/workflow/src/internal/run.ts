@@ -1,3 +1,4 @@
+import type { Fiber } from "effect"
 import { Clock, Context, Deferred, Effect, ParseResult, Schema } from "effect"
 import type { Settings } from "../WorkflowConfig.js"
 import { JournalDecodeError, JournalMismatch, ParkReason, PayloadTooLarge } from "../WorkflowError.js"
@@ -87,7 +88,10 @@ export interface RunState {
    */
   leaseConfirmedAt: number
   phase: "body" | "compensation"
-  stop: Deferred.Deferred<StopReason>
+  /** Why the current phase stopped (set once per phase by `halt`; the first reason wins). */
+  stopReason: StopReason | undefined
+  /** The fiber executing the current phase: `halt` interrupts it. */
+  phaseFiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
 }
 
 /** The run a workflow body executes in. Provided by the engine; `Step` and `Workflow` read it. */
@@ -108,7 +112,7 @@ export const makeState = (options: {
   readonly cancelRequested: boolean
   readonly leaseConfirmedAt: number
 }): Effect.Effect<RunState> =>
-  Effect.map(Deferred.make<StopReason>(), (stop) => {
+  Effect.sync(() => {
     const journal = new Map(options.entries.map((entry) => [entry.key, entry]))
     const consumedSignals = new Set<string>()
     const openChildren = new Map<string, string>()
@@ -150,7 +154,8 @@ export const makeState = (options: {
       cancelRequested: options.cancelRequested,
       leaseConfirmedAt: options.leaseConfirmedAt,
       phase: "body",
-      stop
+      stopReason: undefined,
+      phaseFiber: undefined
     }
   })
 
@@ -177,7 +182,13 @@ export const retryStore = <A, E extends { readonly _tag: string }, R>(
 
 /** Stops the current phase of the run; the first reason wins. Never returns. */
 export const halt = (state: RunState, reason: StopReason): Effect.Effect<never> =>
-  Effect.zipRight(Deferred.succeed(state.stop, reason), Effect.never)
+  Effect.withFiberRuntime((fiber) => {
+    if (state.stopReason === undefined) {
+      state.stopReason = reason
+      state.phaseFiber?.unsafeInterruptAsFork(fiber.id())
+    }
+    return Effect.never
+  })
 
 export const park = (state: RunState, reason: typeof ParkReason.Type): Effect.Effect<never> =>
   halt(state, { _tag: "Park", reason })
