@@ -1,7 +1,6 @@
 import type { PgClientConfig } from "@effect/sql-pg/PgClient"
 import type { StoreEvent } from "@memento/workflow/WorkflowStore"
-import { Data, Deferred, Duration, Effect, Option, PubSub, Redacted, RcRef, Schedule, Stream } from "effect"
-import type { Scope } from "effect"
+import { Data, Deferred, Duration, Effect, Exit, Option, PubSub, Redacted, RcRef, Schedule, Scope, Stream } from "effect"
 import type * as Pg from "pg"
 import { parseEvent } from "./rows.js"
 
@@ -63,18 +62,23 @@ export const makePgEvents = (
 ): Effect.Effect<Stream.Stream<StoreEvent>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const hub = yield* RcRef.make({
-      acquire: Effect.gen(function*() {
-        const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<StoreEvent>(), PubSub.shutdown)
-        const listening = yield* Deferred.make<void>()
-        yield* listenOnce(config, channel, Deferred.succeed(listening, undefined)).pipe(
-          Stream.retry(reconnect),
-          Stream.filterMap(parseEvent),
-          Stream.runForEach((event) => PubSub.publish(pubsub, event)),
-          Effect.forkScoped
-        )
-        yield* Deferred.await(listening).pipe(Effect.timeoutOption(Duration.seconds(2)))
-        return pubsub
-      }),
+      // `RcRef` leaves the resource's scope open when the acquisition is interrupted (the last
+      // subscriber left while LISTEN was still being set up): close it here, or the listening loop
+      // and its connection would outlive everything and keep the process alive. (That scope is the
+      // closeable one `RcRef` made for the resource.)
+      acquire: Effect.flatMap(Scope.Scope, (scope) =>
+        Effect.gen(function*() {
+          const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<StoreEvent>(), PubSub.shutdown)
+          const listening = yield* Deferred.make<void>()
+          yield* listenOnce(config, channel, Deferred.succeed(listening, undefined)).pipe(
+            Stream.retry(reconnect),
+            Stream.filterMap(parseEvent),
+            Stream.runForEach((event) => PubSub.publish(pubsub, event)),
+            Effect.forkScoped
+          )
+          yield* Deferred.await(listening).pipe(Effect.timeoutOption(Duration.seconds(2)))
+          return pubsub
+        }).pipe(Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope as Scope.CloseableScope, exit) : Effect.void))),
       idleTimeToLive: Duration.seconds(1)
     })
     return Stream.unwrapScoped(Effect.map(RcRef.get(hub), (pubsub) => Stream.fromPubSub(pubsub)))
