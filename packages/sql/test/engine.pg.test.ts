@@ -95,4 +95,52 @@ describe("engine on Postgres: statements", () => {
           `per run; ${claims.length} claims in all for ${runs.length} runs`
       )
     }), 60_000)
+
+  it.scopedLive("with the worker in the client's process, a 3-step execute costs 5 statements: the create claims, 3 step commits, the finish", () =>
+    Effect.gen(function*() {
+      const id = ns()
+      const Three = Workflow.make({ name: `local-${id}`, payload: Schema.Number, success: Schema.Number })
+      const implementations = Three.implement((n) =>
+        Effect.gen(function*() {
+          const a = yield* Step.run("a", { success: Schema.Number }, Effect.succeed(n + 1))
+          const b = yield* Step.run("b", { success: Schema.Number }, Effect.succeed(a + 1))
+          return yield* Step.run("c", { success: Schema.Number }, Effect.succeed(b + 1))
+        })
+      )
+      // one store (one pool) for the worker and the client, as in a service that runs both
+      const counted = countingPgClient(url)
+      const store = SqlStore.layer().pipe(Layer.provide(counted.client))
+      const context = yield* Layer.build(
+        Layer.mergeAll(
+          workerLayer({
+            workflows: [Three],
+            implementations,
+            settings: { pollMs: 60_000, heartbeatMs: 60_000, leaseMs: 120_000 }
+          }),
+          WorkflowClient.layer
+        ).pipe(Layer.provideMerge(store))
+      )
+      const client = Context.get(context, WorkflowClient.WorkflowClient)
+      yield* Effect.sleep("300 millis")
+      assert.strictEqual(yield* client.execute(Three, 0, { id: `local-${id}-warm-up` }).pipe(Effect.timeout("20 seconds")), 3)
+      yield* Effect.sleep("100 millis")
+
+      for (let i = 1; i <= 5; i++) {
+        const runId = `local-${id}-${i}`
+        const [value, statements] = yield* counted.log.count(
+          client.execute(Three, i, { id: runId }).pipe(Effect.timeout("20 seconds"))
+        )
+        assert.strictEqual(value, i + 3)
+        const listing = statements.map((text) => text.slice(0, 100)).join("\n")
+        // the create (which claims the run for the local worker), one commit per step, the finish:
+        // no claim, no journal load, no read of the result
+        assert.strictEqual(statements.length, 5, listing)
+        assert.match(statements[0], /INSERT INTO/i, listing)
+        assert.isFalse(statements.some((text) => text.includes("SKIP LOCKED")), listing)
+        const run = yield* client.get(runId)
+        assert.strictEqual(run.status, "succeeded")
+        assert.strictEqual(run.epoch, 1, "claimed once, by the create")
+        assert.strictEqual(run.recoveries, 0)
+      }
+    }), 60_000)
 })

@@ -127,13 +127,13 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
       const run: RunRecord = {
         id: input.id,
         workflow: input.workflow,
-        status: "pending",
+        status: input.claim === undefined ? "pending" : "running",
         payload: input.payload,
         output: null,
         error: null,
-        epoch: 0,
-        leaseOwner: null,
-        leaseExpiresAt: null,
+        epoch: input.claim === undefined ? 0 : 1,
+        leaseOwner: input.claim?.workerId ?? null,
+        leaseExpiresAt: input.claim === undefined ? null : now + input.claim.leaseMs,
         runnableAt: now,
         cancelRequested: false,
         recoveries: 0,
@@ -150,7 +150,7 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
         archivedEntries: [],
         archivedAttempts: []
       })
-      return Effect.as(publish([runnableChanged(run)]), { run, created: true })
+      return Effect.as(input.claim === undefined ? publish([runnableChanged(run)]) : Effect.void, { run, created: true })
     })
 
   const claim = (request: ClaimRequest) =>

@@ -10,6 +10,7 @@ import { hostname } from "node:os"
 import type { Fiber } from "effect"
 import { Clock, Duration, Effect, ExecutionStrategy, Layer, Queue, Random, Schedule, Scope, Stream } from "effect"
 import * as Engine from "./internal/engine.js"
+import * as Local from "./internal/local.js"
 import * as Retention from "./internal/retention.js"
 import { Hooks } from "./internal/run.js"
 import type * as Workflow from "./Workflow.js"
@@ -112,6 +113,28 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       })
     )
 
+    // Runs created claimed by this worker by a client of this process (`internal/local.ts`): a
+    // slot is reserved before the create, and the run starts here, in the worker's own context.
+    let reserved = 0
+    let accepting = true
+    const handedOver = yield* Queue.unbounded<RunRecord>()
+    const local: Local.LocalWorker = {
+      workerId,
+      leaseMs: settings.leaseMs,
+      handles: (workflow) => handlers.has(workflow),
+      reserve: () => {
+        if (!accepting || active.size + reserved >= concurrency) return false
+        reserved++
+        return true
+      },
+      unreserve: () => {
+        reserved--
+      },
+      handOver: (run) => {
+        if (!Queue.unsafeOffer(handedOver, run)) reserved--
+      }
+    }
+
     const wakeAt = (at: number) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sleep(Duration.millis(Math.max(0, at - now)))).pipe(
         Effect.zipRight(notify),
@@ -127,11 +150,15 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         }
         active.set(run.id, slot)
         const handler = handlers.get(run.workflow)!
-        slot.fiber = yield* Engine.executeRun({ run, handler, store, settings, hooks }).pipe(
+        slot.fiber = yield* Effect.suspend(() => {
+          Local.executing(store, run.id)
+          return Engine.executeRun({ run, handler, store, settings, hooks })
+        }).pipe(
           Effect.tap((outcome) =>
             outcome._tag === "Suspended" && outcome.runnableAt !== null ? wakeAt(outcome.runnableAt) : Effect.void
           ),
           Effect.ensuring(Effect.suspend(() => {
+            Local.stopped(store, run.id)
             if (active.get(run.id) === slot) active.delete(run.id)
             return backlog ? notify : Effect.void
           })),
@@ -139,9 +166,28 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         )
       })
 
+    yield* Queue.take(handedOver).pipe(
+      Effect.flatMap((run) => {
+        reserved--
+        return start(run)
+      }),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    // Withdrawn first at shutdown (finalizers run in reverse): no new hand-overs; runs handed over
+    // but not started yet give their leases back.
+    const withdraw = Local.register(store, local)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        accepting = false
+        withdraw()
+        for (const run of yield* Queue.takeAll(handedOver)) yield* Effect.ignore(store.release(run.id, run.epoch))
+      })
+    )
+
     yield* Effect.gen(function*() {
       while (true) {
-        const free = concurrency - active.size
+        const free = concurrency - active.size - reserved
         if (free > 0) {
           backlog = false
           const runs = yield* store.claim({ workerId, workflows: names, limit: free, leaseMs: settings.leaseMs }).pipe(

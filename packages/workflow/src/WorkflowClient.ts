@@ -10,6 +10,7 @@ import type { Option, Schema as S } from "effect"
 import type { Scope } from "effect"
 import { Context, Duration, Effect, Exit, Layer, Option as O, ParseResult, Schema, Stream } from "effect"
 import * as Codec from "./internal/codec.js"
+import * as Local from "./internal/local.js"
 import { decodeRunError } from "./internal/engine.js"
 import * as Retention from "./internal/retention.js"
 import type * as Workflow from "./Workflow.js"
@@ -299,7 +300,28 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
     if (bytes > settings.maxValueBytes) {
       return yield* new PayloadTooLarge({ workflowId: id, what: "payload", bytes, limit: settings.maxValueBytes })
     }
-    const { created, run } = yield* store.create({ id, workflow: workflow.name, payload: text })
+    // A worker of this process with a free slot gets the run directly (created claimed by it): no
+    // claim, no wake-up. Uninterruptible, so that a run created claimed is always handed over.
+    const local = Local.reserve(store, workflow.name)
+    const { created, run } = local === undefined
+      ? yield* store.create({ id, workflow: workflow.name, payload: text })
+      : yield* store.create({
+        id,
+        workflow: workflow.name,
+        payload: text,
+        claim: { workerId: local.workerId, leaseMs: local.leaseMs }
+      }).pipe(
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit) && exit.value.created && exit.value.run.leaseOwner === local.workerId) {
+              local.handOver(exit.value.run)
+            } else {
+              local.unreserve()
+            }
+          })
+        ),
+        Effect.uninterruptible
+      )
     if (!created && (run.workflow !== workflow.name || run.payload !== text)) {
       return yield* new WorkflowIdConflict({
         workflowId: id,
@@ -367,23 +389,28 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   const poll = <W extends Workflow.Any>(workflow: W, id: string) =>
     Effect.flatMap(getRun(id), (run) => outcome(workflow, run))
 
-  // One subscription to the store's events for the client's lifetime; each waiting `result` or
+  // One subscription to the store's events for the client's lifetime, opened by the first caller
+  // that waits (a client that only starts or reads runs never listens); each waiting `result` or
   // `execute` registers a latch under its run ID, so a `RunFinished` event costs one map lookup
   // however many callers wait (a subscription per caller would deliver every event to every caller).
-  const waiters = new Map<string, Set<Effect.Latch>>()
-  yield* store.events.pipe(
-    Stream.runForEach((event) =>
-      Effect.sync(() => {
-        if (event._tag !== "RunFinished") return
-        const latches = waiters.get(event.runId)
-        if (latches !== undefined) for (const latch of latches) latch.unsafeOpen()
-      })
-    ),
-    Effect.forkScoped
-  )
-  // lets the subscription start before the first caller relies on it (events are hints: a missed
-  // one costs a `resultPollMs` poll, never a result)
-  yield* Effect.yieldNow()
+  // A worker of this process opens the latch itself, with the final record (`internal/local.ts`).
+  const scope = yield* Effect.scope
+  let subscribed = false
+  const subscribe = Effect.suspend(() => {
+    if (subscribed) return Effect.void
+    subscribed = true
+    return store.events.pipe(
+      Stream.runForEach((event) =>
+        Effect.sync(() => {
+          if (event._tag === "RunFinished") Local.wake(store, event.runId)
+        })
+      ),
+      Effect.forkIn(scope),
+      // lets the subscription start before the caller relies on it (events are hints: a missed
+      // one costs a `resultPollMs` poll, never a result)
+      Effect.zipRight(Effect.yieldNow())
+    )
+  })
 
   /**
    * Waits for `id` to finish: registers for its `RunFinished` event (before the first poll, so that
@@ -397,26 +424,24 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   ) =>
     Effect.gen(function*() {
       const settings = yield* WorkflowConfig
-      const latch = yield* Effect.makeLatch(false)
-      let latches = waiters.get(id)
-      if (latches === undefined) waiters.set(id, latches = new Set())
-      latches.add(latch)
+      const waiter: Local.Waiter = { latch: yield* Effect.makeLatch(false), finished: undefined }
+      const unregister = Local.wait(store, id, waiter)
       return yield* Effect.gen(function*() {
-        const wait = latch.await.pipe(
+        yield* subscribe
+        const wait = waiter.latch.await.pipe(
           Effect.timeout(Duration.millis(settings.resultPollMs)),
           Effect.ignore,
-          Effect.zipRight(latch.close)
+          Effect.zipRight(waiter.latch.close)
         )
         if (!pollFirst(yield* before)) yield* wait
         while (true) {
-          const done = yield* poll(workflow, id)
+          const done = waiter.finished === undefined
+            ? yield* poll(workflow, id)
+            : yield* outcome(workflow, waiter.finished)
           if (O.isSome(done)) return yield* done.value
           yield* wait
         }
-      }).pipe(Effect.ensuring(Effect.sync(() => {
-        latches.delete(latch)
-        if (latches.size === 0 && waiters.get(id) === latches) waiters.delete(id)
-      })))
+      }).pipe(Effect.ensuring(Effect.sync(unregister)))
     })
 
   const result = <W extends Workflow.Any>(workflow: W, id: string) =>

@@ -322,6 +322,15 @@ export interface NewRun {
   readonly workflow: string
   readonly payload: string
   readonly parentId?: string | null | undefined
+  /**
+   * Creates the run already claimed by this worker (status `running`, epoch 1, lease of `leaseMs`):
+   * a worker in the caller's process starts it at once, with no claim and no wake-up. No
+   * `RunnableChanged` event is announced; if that worker dies, the lease expires and the run is
+   * claimable like any other (its `recoveries` counted). Ignored when the run already exists, and
+   * by SQL stores inside a transaction of the caller (nobody else sees the run before it commits):
+   * the run is then created `pending`, unclaimed (check `run.leaseOwner`).
+   */
+  readonly claim?: { readonly workerId: string; readonly leaseMs: number } | undefined
 }
 
 /**

@@ -323,6 +323,66 @@ export const storeSuite = (
         )
       }))
 
+    it.effect("create with claim makes a running run leased to that worker; an expired lease lets others recover it", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const workflow = `wf-${ns}`
+        const { created, run } = yield* store.create({
+          id: `run-${ns}`,
+          workflow,
+          payload: "{}",
+          claim: { workerId: "worker-a", leaseMs: short }
+        })
+        assert.isTrue(created)
+        assert.strictEqual(run.status, "running")
+        assert.strictEqual(run.epoch, 1)
+        assert.strictEqual(run.leaseOwner, "worker-a")
+        assert.strictEqual(run.recoveries, 0)
+        assert.isNotNull(run.leaseExpiresAt)
+        // held: nobody else claims it, and its owner commits under epoch 1
+        assert.deepStrictEqual(yield* claimOne(store, run, "worker-b", long), [])
+        yield* store.commit(commitOf(run, { leaseMs: short, entries: [entry("a", 1, "started")] }))
+        // the owner died: the lease expires and another worker recovers the run
+        yield* expireShort
+        const [recovered] = yield* claimOne(store, run, "worker-b", long)
+        assert.strictEqual(recovered.id, run.id)
+        assert.strictEqual(recovered.epoch, 2)
+        assert.strictEqual(recovered.recoveries, 1)
+        assert.strictEqual(recovered.leaseOwner, "worker-b")
+        assertLeaseLost(yield* Effect.flip(store.commit(commitOf(run))), run.id, 1)
+        // an existing ID is returned unchanged, not claimed again
+        const again = yield* store.create({
+          id: run.id,
+          workflow,
+          payload: "{}",
+          claim: { workerId: "worker-c", leaseMs: long }
+        })
+        assert.isFalse(again.created)
+        assert.strictEqual(again.run.leaseOwner, "worker-b")
+        assert.strictEqual(again.run.epoch, 2)
+      }))
+
+    it.effect("create with claim announces no RunnableChanged (a create without one does)", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const workflow = `wf-${ns}`
+        const events = yield* store.events.pipe(
+          Stream.filter((event) => event._tag === "RunnableChanged" && event.workflow === workflow),
+          Stream.take(1),
+          Stream.runCollect,
+          Effect.fork
+        )
+        yield* realTime(Effect.sleep(live ? "500 millis" : "20 millis"))
+        yield* store.create({ id: `claimed-${ns}`, workflow, payload: "{}", claim: { workerId: "w", leaseMs: long } })
+        yield* realTime(Effect.sleep(live ? "300 millis" : "20 millis"))
+        assert.isNull(events.unsafePoll(), "no event for the claimed create")
+        yield* store.create({ id: `plain-${ns}`, workflow, payload: "{}" })
+        const received = yield* realTime(Effect.timeout(Fiber.join(events), "5 seconds"))
+        assert.strictEqual(received.length, 1)
+      }))
+
     it.effect("heartbeat extends only the leases the worker still holds", () =>
       Effect.gen(function*() {
         const store = yield* WorkflowStore

@@ -131,20 +131,26 @@ export const make = (
      */
     const createText = `WITH clock AS (SELECT ${nowMs} AS now),
       ins AS (
-        INSERT INTO ${t.runs} (id, workflow, status, payload, runnable_at, parent_id, created_at, updated_at)
-        SELECT x.id, x.workflow, 'pending', x.payload, clock.now, x.parent_id, clock.now, clock.now
-        FROM json_to_recordset($1::json) AS x(id text, workflow text, payload text, parent_id text), clock
+        INSERT INTO ${t.runs} (id, workflow, status, payload, runnable_at, parent_id, created_at, updated_at, epoch,
+          lease_owner, lease_expires_at)
+        SELECT x.id, x.workflow, CASE WHEN x.owner IS NULL THEN 'pending' ELSE 'running' END, x.payload, clock.now,
+          x.parent_id, clock.now, clock.now, CASE WHEN x.owner IS NULL THEN 0 ELSE 1 END, x.owner,
+          CASE WHEN x.owner IS NULL THEN NULL ELSE clock.now + x.lease_ms END
+        FROM json_to_recordset($1::json) AS x(id text, workflow text, payload text, parent_id text, owner text,
+          lease_ms bigint), clock
         ON CONFLICT (id) DO NOTHING
         RETURNING ${columns}
       )
-      SELECT ins.*, ${runnableChanged("ins.workflow")} AS notified FROM ins`
+      SELECT ins.*, CASE WHEN ins.lease_owner IS NULL THEN ${runnableChanged("ins.workflow")} END AS notified FROM ins`
     const createAll = (inputs: ReadonlyArray<NewRun>) => {
       const rows = inputs
         .map((input) => ({
           id: input.id,
           workflow: input.workflow,
           payload: input.payload,
-          parent_id: input.parentId ?? null
+          parent_id: input.parentId ?? null,
+          owner: input.claim?.workerId ?? null,
+          lease_ms: input.claim?.leaseMs ?? null
         }))
         .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
       return Effect.map(prepared<{ readonly id: string }>(createText, [JSON.stringify(rows)]), (inserted) => {
@@ -166,8 +172,10 @@ export const make = (
       Effect.gen(function*() {
         // Inside the caller's transaction (e.g. a webhook recorded with the run it starts) the insert
         // runs alone on the transaction's connection: a batch runs on a connection of its own.
+        // Inside the caller's transaction the run does not exist for anyone else until it commits:
+        // it is never created claimed (a worker could not commit to it), the usual wake-up follows.
         const inserted = (yield* inTransaction)
-          ? yield* Effect.flatMap(createAll([input]), ([exit]) => exit)
+          ? yield* Effect.flatMap(createAll([{ ...input, claim: undefined }]), ([exit]) => exit)
           : yield* insertRuns(input)
         if (inserted.length > 0) return { run: yield* decodeRun("create")(inserted[0]), created: true }
         const existing = yield* selectRun(input.id)

@@ -1,4 +1,4 @@
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Fragment } from "@effect/sql/Statement"
 import type { StoreError } from "@memento/workflow/WorkflowError"
@@ -72,15 +72,20 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
 
     const create = (input: NewRun) =>
       Effect.gen(function*() {
+        // Inside the caller's transaction the run does not exist for anyone else until it commits:
+        // it is never created claimed (a worker could not commit to it), the usual wake-up follows.
+        const claim = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection)) ? undefined : input.claim
         const inserted = yield* sql`INSERT INTO ${runs}
-            (id, workflow, status, payload, runnable_at, parent_id, created_at, updated_at)
-          VALUES (${input.id}, ${input.workflow}, 'pending', ${input.payload}, ${now}, ${input.parentId ?? null},
-            ${now}, ${now})
+            (id, workflow, status, payload, runnable_at, parent_id, created_at, updated_at, epoch, lease_owner,
+              lease_expires_at)
+          VALUES (${input.id}, ${input.workflow}, ${claim === undefined ? "pending" : "running"}, ${input.payload},
+            ${now}, ${input.parentId ?? null}, ${now}, ${now}, ${claim === undefined ? 0 : 1}, ${claim?.workerId ?? null},
+            ${claim === undefined ? null : sql`${now} + ${claim.leaseMs}`})
           ON CONFLICT (id) DO NOTHING
           RETURNING ${columns}`
         if (inserted.length > 0) {
           const run = yield* decodeRun("create")(inserted[0])
-          yield* publish([runnableChanged(run.workflow)])
+          if (claim === undefined) yield* publish([runnableChanged(run.workflow)])
           return { run, created: true }
         }
         const existing = yield* selectRun(input.id)

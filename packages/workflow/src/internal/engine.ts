@@ -14,6 +14,7 @@ import {
 } from "../WorkflowError.js"
 import type { RunRecord, RunStatus, RunTransition, SignalDelivery, WorkflowStore } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
+import * as Local from "./local.js"
 import type { Hooks, RunState, StopReason } from "./run.js"
 import * as Run from "./run.js"
 import { execute } from "./step.js"
@@ -188,6 +189,16 @@ export const executeRun = (options: {
           release: true,
           ...change,
           ...(signal === undefined ? {} : { signal })
+        })
+        // committed: waiters in this process get the final record without reading it back
+        Local.finished(store, {
+          ...run,
+          status,
+          output: change.output ?? null,
+          error: change.error ?? null,
+          leaseOwner: null,
+          leaseExpiresAt: null,
+          runnableAt: null
         })
         const counter = finishedCounter(status)
         if (counter === Metrics.runsParked) yield* Metric.increment(Metric.tagged(tagged(counter), "status", status))
