@@ -394,27 +394,38 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   // `execute` registers a latch under its run ID, so a `RunFinished` event costs one map lookup
   // however many callers wait (a subscription per caller would deliver every event to every caller).
   // A worker of this process opens the latch itself, with the final record (`internal/local.ts`).
+  // The safety net is one ticker too: every `resultPollMs` (of the first waiter's settings) it opens
+  // every latch of this client, and each waiter reads its run (a timer per waiter cost a fiber each).
   const scope = yield* Effect.scope
+  const waiting = new Set<Local.Waiter>()
   let subscribed = false
   const subscribe = Effect.suspend(() => {
     if (subscribed) return Effect.void
     subscribed = true
-    return store.events.pipe(
+    const events = store.events.pipe(
       Stream.runForEach((event) =>
         Effect.sync(() => {
           if (event._tag === "RunFinished") Local.wake(store, event.runId)
         })
       ),
-      Effect.forkIn(scope),
-      // lets the subscription start before the caller relies on it (events are hints: a missed
-      // one costs a `resultPollMs` poll, never a result)
-      Effect.zipRight(Effect.yieldNow())
+      Effect.forkIn(scope)
     )
+    const ticker = Effect.flatMap(WorkflowConfig, (settings) =>
+      Effect.sleep(Duration.millis(settings.resultPollMs)).pipe(
+        Effect.zipRight(Effect.sync(() => {
+          for (const waiter of waiting) waiter.latch.unsafeOpen()
+        })),
+        Effect.forever,
+        Effect.forkIn(scope)
+      ))
+    // lets the subscription start before the caller relies on it (events are hints: a missed one
+    // costs a `resultPollMs` poll, never a result)
+    return Effect.zipRight(Effect.zipRight(events, ticker), Effect.yieldNow())
   })
 
   /**
    * Waits for `id` to finish: registers for its `RunFinished` event (before the first poll, so that
-   * no finish is missed), then polls whenever it arrives, or every `resultPollMs` as the safety net.
+   * no finish is missed), then polls whenever it arrives, or on the next tick of the safety net.
    */
   const awaitFinished = <W extends Workflow.Any, A, E, R>(
     workflow: W,
@@ -423,16 +434,12 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
     pollFirst: (a: A) => boolean
   ) =>
     Effect.gen(function*() {
-      const settings = yield* WorkflowConfig
       const waiter: Local.Waiter = { latch: yield* Effect.makeLatch(false), finished: undefined }
       const unregister = Local.wait(store, id, waiter)
+      waiting.add(waiter)
       return yield* Effect.gen(function*() {
         yield* subscribe
-        const wait = waiter.latch.await.pipe(
-          Effect.timeout(Duration.millis(settings.resultPollMs)),
-          Effect.ignore,
-          Effect.zipRight(waiter.latch.close)
-        )
+        const wait = Effect.zipRight(waiter.latch.await, waiter.latch.close)
         if (!pollFirst(yield* before)) yield* wait
         while (true) {
           const done = waiter.finished === undefined
@@ -441,7 +448,10 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
           if (O.isSome(done)) return yield* done.value
           yield* wait
         }
-      }).pipe(Effect.ensuring(Effect.sync(unregister)))
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        waiting.delete(waiter)
+        unregister()
+      })))
     })
 
   const result = <W extends Workflow.Any>(workflow: W, id: string) =>
