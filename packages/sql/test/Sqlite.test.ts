@@ -11,6 +11,7 @@ import { WorkflowStore } from "@memento/workflow/WorkflowStore"
 import * as Statement from "@effect/sql/Statement"
 import { Context, Effect, Layer, Option } from "effect"
 import { tempSqliteFile } from "./utils/database.js"
+import { claimedCreateInTransaction } from "./utils/transactions.js"
 
 const ns = () => Math.random().toString(36).slice(2, 10)
 
@@ -208,27 +209,7 @@ describe("SqlStore on SQLite", () => {
     }))
 
   it.scopedLive("a create that asks for a claim inside the caller's transaction creates the run pending, unclaimed", () =>
-    Effect.gen(function*() {
-      const { sql, store } = yield* build(SqlStore.layerSqlite({ filename: tempSqliteFile() }))
-      const id = `tx-create-${ns()}`
-      const { created, run } = yield* sql.withTransaction(
-        store.create({ id, workflow: `wf-${ns()}`, payload: "{}", claim: { workerId: "local", leaseMs: 60_000 } })
-      )
-      assert.isTrue(created)
-      // nobody could commit to a run that is invisible until the transaction commits
-      assert.strictEqual(run.status, "pending")
-      assert.strictEqual(run.epoch, 0)
-      assert.isNull(run.leaseOwner)
-      // outside a transaction the same request claims
-      const claimed = yield* store.create({
-        id: `${id}-2`,
-        workflow: run.workflow,
-        payload: "{}",
-        claim: { workerId: "local", leaseMs: 60_000 }
-      })
-      assert.strictEqual(claimed.run.status, "running")
-      assert.strictEqual(claimed.run.leaseOwner, "local")
-    }))
+    Effect.flatMap(build(SqlStore.layerSqlite({ filename: tempSqliteFile() })), claimedCreateInTransaction))
 
   it.scopedLive("corrupt rows fail with a StoreError naming the run, not a crash", () =>
     Effect.gen(function*() {

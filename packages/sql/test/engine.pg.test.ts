@@ -14,18 +14,24 @@ const url = await freshDatabase()
 
 engineSuite("engine on Postgres", SqlStore.layer().pipe(Layer.provideMerge(pgClient(url))))
 
+/** A workflow of three steps, each returning its input + 1. */
+const threeSteps = (name: string) => {
+  const Three = Workflow.make({ name, payload: Schema.Number, success: Schema.Number })
+  const implementations = Three.implement((n) =>
+    Effect.gen(function*() {
+      const a = yield* Step.run("a", { success: Schema.Number }, Effect.succeed(n + 1))
+      const b = yield* Step.run("b", { success: Schema.Number }, Effect.succeed(a + 1))
+      return yield* Step.run("c", { success: Schema.Number }, Effect.succeed(b + 1))
+    })
+  )
+  return { Three, implementations }
+}
+
 describe("engine on Postgres: statements", () => {
   it.scopedLive("a 3-step run costs create, one claim, at most one load, one commit per step, the finish and one read", () =>
     Effect.gen(function*() {
       const id = ns()
-      const Three = Workflow.make({ name: `three-${id}`, payload: Schema.Number, success: Schema.Number })
-      const implementations = Three.implement((n) =>
-        Effect.gen(function*() {
-          const a = yield* Step.run("a", { success: Schema.Number }, Effect.succeed(n + 1))
-          const b = yield* Step.run("b", { success: Schema.Number }, Effect.succeed(a + 1))
-          return yield* Step.run("c", { success: Schema.Number }, Effect.succeed(b + 1))
-        })
-      )
+      const { implementations, Three } = threeSteps(`three-${id}`)
       // The worker's pool and the client's pool count their statements separately. The worker polls
       // and heartbeats only once a minute: it claims on LISTEN/NOTIFY hints, so every statement it
       // sends during the test belongs to a run.
@@ -99,14 +105,7 @@ describe("engine on Postgres: statements", () => {
   it.scopedLive("with the worker in the client's process, a 3-step execute costs 5 statements: the create claims, 3 step commits, the finish", () =>
     Effect.gen(function*() {
       const id = ns()
-      const Three = Workflow.make({ name: `local-${id}`, payload: Schema.Number, success: Schema.Number })
-      const implementations = Three.implement((n) =>
-        Effect.gen(function*() {
-          const a = yield* Step.run("a", { success: Schema.Number }, Effect.succeed(n + 1))
-          const b = yield* Step.run("b", { success: Schema.Number }, Effect.succeed(a + 1))
-          return yield* Step.run("c", { success: Schema.Number }, Effect.succeed(b + 1))
-        })
-      )
+      const { implementations, Three } = threeSteps(`local-${id}`)
       // one store (one pool) for the worker and the client, as in a service that runs both
       const counted = countingPgClient(url)
       const store = SqlStore.layer().pipe(Layer.provide(counted.client))

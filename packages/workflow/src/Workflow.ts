@@ -432,7 +432,7 @@ export const child = <W extends Any>(
         payload: payloadText,
         parentId: state.runId
       }).pipe(
-        (effect) => Run.retryStore(state.settings.storeRetry, effect),
+        Run.retryStore(state.settings.storeRetry),
         Effect.catchAll((error) => Run.halt(state, { _tag: "Abandon", cause: error.message }))
       )
       const existing = created.run

@@ -171,9 +171,9 @@ export const make = (
     const create = (input: NewRun) =>
       Effect.gen(function*() {
         // Inside the caller's transaction (e.g. a webhook recorded with the run it starts) the insert
-        // runs alone on the transaction's connection: a batch runs on a connection of its own.
-        // Inside the caller's transaction the run does not exist for anyone else until it commits:
-        // it is never created claimed (a worker could not commit to it), the usual wake-up follows.
+        // runs alone on the transaction's connection (a batch runs on a connection of its own), and
+        // never claims: the run does not exist for anyone else until the transaction commits, so no
+        // worker could commit to it; the usual wake-up follows the commit.
         const inserted = (yield* inTransaction)
           ? yield* Effect.flatMap(createAll([{ ...input, claim: undefined }]), ([exit]) => exit)
           : yield* insertRuns(input)

@@ -53,6 +53,7 @@ const phase = <A>(state: RunState, effect: Effect.Effect<A>): Effect.Effect<Phas
     state.stopReason = undefined
     const fiber = yield* Effect.fork(effect)
     state.phaseFiber = fiber
+    // a halt that ran before the fiber was recorded could not interrupt it
     if (state.stopReason !== undefined) fiber.unsafeInterruptAsFork(fiber.id())
     const exit = yield* Fiber.await(fiber)
     state.phaseFiber = undefined
@@ -76,7 +77,7 @@ const transition = (state: RunState, change: RunTransition): Effect.Effect<void>
       attempts,
       transition: change
     }).pipe(
-      (effect) => Run.retryStore(state.settings.storeRetry, effect),
+      Run.retryStore(state.settings.storeRetry),
       Effect.matchEffect({
         onFailure: (error) => Run.halt(state, { _tag: "Abandon", cause: error.message }),
         onSuccess: (result) => {
@@ -130,7 +131,7 @@ export const executeRun = (options: {
     const snapshot = fresh
       ? Either.right({ run, entries: [], signals: [] })
       : yield* store.load(run.id).pipe(
-        (effect) => Run.retryStore(settings.storeRetry, effect),
+        Run.retryStore(settings.storeRetry),
         Effect.either
       )
     // A run whose journal cannot be loaded (an undecodable row) is abandoned like a crash, so it is
@@ -215,7 +216,7 @@ export const executeRun = (options: {
         [...state.openChildren.values()],
         (childId) =>
         store.requestCancel(childId).pipe(
-          (effect) => Run.retryStore(settings.storeRetry, effect),
+          Run.retryStore(settings.storeRetry),
           Effect.catchAll((error) =>
             error instanceof RunNotFound // the parent crashed between the child's start marker and its creation
               ? Effect.void
@@ -325,7 +326,7 @@ export const executeRun = (options: {
           const wakeToCancel = Effect.suspend(() =>
             state.cancelRequested
               ? store.requestCancel(state.runId).pipe(
-                (effect) => Run.retryStore(settings.storeRetry, effect),
+                Run.retryStore(settings.storeRetry),
                 Effect.ignore
               )
               : Effect.void

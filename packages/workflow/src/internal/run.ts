@@ -164,10 +164,8 @@ export const makeState = (options: {
  * path builds no schedule driver: the retry machinery is set up at the first failure, which then
  * goes through the schedule like any other (same delays as `Effect.retry`).
  */
-export const retryStore = <A, E extends { readonly _tag: string }, R>(
-  schedule: Settings["storeRetry"],
-  effect: Effect.Effect<A, E, R>
-): Effect.Effect<A, E, R> =>
+export const retryStore = (schedule: Settings["storeRetry"]) =>
+<A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.catchIf(effect, (error) => error._tag === "StoreError", (first) => {
     let replayFirst = true
     return Effect.retry(
@@ -403,7 +401,7 @@ export const flush = (
         entries: pending.entries,
         attempts: pending.attempts
       }).pipe(
-        (effect) => retryStore(state.settings.storeRetry, effect),
+        retryStore(state.settings.storeRetry),
         Effect.matchEffect({
           onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
           onSuccess: (result) => {
@@ -492,7 +490,7 @@ export const entry = (
 /** The run's signals, read from the store when the journal load was skipped. */
 export const loadSignals = (state: RunState): Effect.Effect<void> =>
   state.signalsLoaded ? Effect.void : state.store.load(state.runId).pipe(
-    (effect) => retryStore(state.settings.storeRetry, effect),
+    retryStore(state.settings.storeRetry),
     Effect.matchEffect({
       onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
       onSuccess: (snapshot) =>
