@@ -29,6 +29,7 @@ import * as Fingerprint from "./internal/fingerprint.js"
 import * as Store from "./internal/idempotencyStore.js"
 import * as Problem from "./internal/problem.js"
 import * as Tables from "./internal/tables.js"
+import * as Tracing from "@memento/workflow/Tracing"
 
 /**
  * The idempotency records in the database, built by `layer` on a `SqlClient` (Postgres or SQLite).
@@ -92,7 +93,7 @@ export const purge = (
       total += deleted
       if (deleted < batchSize) return total
     }
-  }).pipe(Effect.withSpan("IdempotencyKey.purge"))
+  }).pipe(Tracing.withSpan("IdempotencyKey.purge"))
 
 /**
  * `purge` repeated every `every`, as a scoped fiber (failures are logged and retried next time).

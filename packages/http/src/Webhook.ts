@@ -17,6 +17,7 @@ import { Clock, Context, Duration, Effect, Layer, ParseResult, Redacted, Schema 
 import { createHmac, timingSafeEqual } from "node:crypto"
 import * as Problem from "./internal/problem.js"
 import * as Tables from "./internal/tables.js"
+import * as Tracing from "@memento/workflow/Tracing"
 
 /**
  * @since 0.1.0
@@ -85,7 +86,7 @@ export const purge = (options: {
     const store = yield* WebhookStore
     const now = yield* Clock.currentTimeMillis
     return yield* store.purgeBefore(now - Duration.toMillis(options.olderThan))
-  }).pipe(Effect.withSpan("Webhook.purge"))
+  }).pipe(Tracing.withSpan("Webhook.purge"))
 
 /**
  * How the sender signs its deliveries. The signature header holds either Stripe's form
@@ -282,4 +283,4 @@ export const receive = <A, I, X, E, R>(
     )
     const result: Received = { received: true, source: options.source, eventId, duplicate: !recorded }
     return HttpServerResponse.unsafeJson(result)
-  }).pipe(Effect.withSpan("Webhook.receive", { attributes: { "webhook.source": options.source } }))
+  }).pipe(Tracing.withSpan("Webhook.receive", { attributes: { "webhook.source": options.source } }))

@@ -19,6 +19,7 @@ import { Cause, Duration, Effect, Exit, Layer, Queue, Schedule, Schema, Stream }
 import { describeRunError, StoreError } from "./WorkflowError.js"
 import type { AlertRecord, RunStatus } from "./WorkflowStore.js"
 import { WorkflowStore } from "./WorkflowStore.js"
+import * as Tracing from "./Tracing.js"
 
 /**
  * An alert as the handler receives it and as `webhook` sends it (`Schema.encode(Alert)` gives the
@@ -293,4 +294,4 @@ export const webhook = (
       }
     })
     yield* Effect.retry(send, { schedule: options?.retry ?? defaultWebhookRetry, while: retryable })
-  }).pipe(Effect.withSpan("Alerts.webhook", { attributes: { "alert.id": alert.id, "workflow.id": alert.runId } }))
+  }).pipe(Tracing.withSpan("Alerts.webhook", { attributes: { "alert.id": alert.id, "workflow.id": alert.runId } }))

@@ -12,7 +12,22 @@
  *
  * @since 0.1.0
  */
-import { Metric, MetricBoundaries } from "effect"
+import { Metric, MetricBoundaries, MetricKey, MetricLabel } from "effect"
+import type { MetricKeyType } from "effect"
+
+/** The key of each metric below: tagged variants are made from it (see `tagged`). */
+const keys = new WeakMap<object, MetricKey.MetricKey<MetricKeyType.MetricKeyType<any, any>>>()
+
+const keyed = <Type extends MetricKeyType.MetricKeyType<any, any>>(
+  key: MetricKey.MetricKey<Type>
+): Metric.Metric<Type, MetricKeyType.MetricKeyType.InType<Type>, MetricKeyType.MetricKeyType.OutType<Type>> => {
+  const metric = Metric.fromMetricKey(key)
+  keys.set(metric, key)
+  return metric
+}
+
+const counter = (name: string, description: string): Metric.Metric.Counter<number> =>
+  keyed(MetricKey.counter(name, { description, incremental: true }))
 
 /**
  * Runs a worker began executing for the first time (their first claim).
@@ -20,10 +35,7 @@ import { Metric, MetricBoundaries } from "effect"
  * @since 0.1.0
  * @category metrics
  */
-export const runsStarted: Metric.Metric.Counter<number> = Metric.counter("memento_runs_started", {
-  description: "workflow runs a worker began executing for the first time",
-  incremental: true
-})
+export const runsStarted: Metric.Metric.Counter<number> = counter("memento_runs_started", "workflow runs a worker began executing for the first time")
 
 /**
  * Runs that ended `succeeded`.
@@ -31,10 +43,7 @@ export const runsStarted: Metric.Metric.Counter<number> = Metric.counter("mement
  * @since 0.1.0
  * @category metrics
  */
-export const runsSucceeded: Metric.Metric.Counter<number> = Metric.counter("memento_runs_succeeded", {
-  description: "workflow runs that ended succeeded",
-  incremental: true
-})
+export const runsSucceeded: Metric.Metric.Counter<number> = counter("memento_runs_succeeded", "workflow runs that ended succeeded")
 
 /**
  * Runs that ended `failed`: a typed failure (or a timeout) with nothing to compensate.
@@ -42,10 +51,7 @@ export const runsSucceeded: Metric.Metric.Counter<number> = Metric.counter("meme
  * @since 0.1.0
  * @category metrics
  */
-export const runsFailed: Metric.Metric.Counter<number> = Metric.counter("memento_runs_failed", {
-  description: "workflow runs that ended failed (nothing to compensate)",
-  incremental: true
-})
+export const runsFailed: Metric.Metric.Counter<number> = counter("memento_runs_failed", "workflow runs that ended failed (nothing to compensate)")
 
 /**
  * Runs that ended `compensated`: a typed failure (or a timeout) whose compensations all ran.
@@ -53,10 +59,7 @@ export const runsFailed: Metric.Metric.Counter<number> = Metric.counter("memento
  * @since 0.1.0
  * @category metrics
  */
-export const runsCompensated: Metric.Metric.Counter<number> = Metric.counter("memento_runs_compensated", {
-  description: "workflow runs that failed and were compensated",
-  incremental: true
-})
+export const runsCompensated: Metric.Metric.Counter<number> = counter("memento_runs_compensated", "workflow runs that failed and were compensated")
 
 /**
  * Runs that ended `cancelled`.
@@ -64,10 +67,7 @@ export const runsCompensated: Metric.Metric.Counter<number> = Metric.counter("me
  * @since 0.1.0
  * @category metrics
  */
-export const runsCancelled: Metric.Metric.Counter<number> = Metric.counter("memento_runs_cancelled", {
-  description: "workflow runs that were cancelled",
-  incremental: true
-})
+export const runsCancelled: Metric.Metric.Counter<number> = counter("memento_runs_cancelled", "workflow runs that were cancelled")
 
 /**
  * Runs parked as `needs_attention` or `dead` (also tagged with `status`).
@@ -75,10 +75,7 @@ export const runsCancelled: Metric.Metric.Counter<number> = Metric.counter("meme
  * @since 0.1.0
  * @category metrics
  */
-export const runsParked: Metric.Metric.Counter<number> = Metric.counter("memento_runs_parked", {
-  description: "workflow runs parked as needs_attention or dead",
-  incremental: true
-})
+export const runsParked: Metric.Metric.Counter<number> = counter("memento_runs_parked", "workflow runs parked as needs_attention or dead")
 
 /**
  * Runs that reached their deadline (`WorkflowTimeout`); they are also counted as failed or
@@ -87,10 +84,7 @@ export const runsParked: Metric.Metric.Counter<number> = Metric.counter("memento
  * @since 0.1.0
  * @category metrics
  */
-export const runsTimedOut: Metric.Metric.Counter<number> = Metric.counter("memento_runs_timed_out", {
-  description: "workflow runs that reached their deadline",
-  incremental: true
-})
+export const runsTimedOut: Metric.Metric.Counter<number> = counter("memento_runs_timed_out", "workflow runs that reached their deadline")
 
 /**
  * Duration of every step attempt that ran its effect (steps, transactions and compensations;
@@ -99,10 +93,12 @@ export const runsTimedOut: Metric.Metric.Counter<number> = Metric.counter("memen
  * @since 0.1.0
  * @category metrics
  */
-export const stepDuration: Metric.Metric.Histogram<number> = Metric.histogram(
-  "memento_step_duration_ms",
-  MetricBoundaries.exponential({ start: 1, factor: 2, count: 20 }),
-  "duration of step attempts in milliseconds"
+export const stepDuration: Metric.Metric.Histogram<number> = keyed(
+  MetricKey.histogram(
+    "memento_step_duration_ms",
+    MetricBoundaries.exponential({ start: 1, factor: 2, count: 20 }),
+    "duration of step attempts in milliseconds"
+  )
 )
 
 /**
@@ -111,10 +107,7 @@ export const stepDuration: Metric.Metric.Histogram<number> = Metric.histogram(
  * @since 0.1.0
  * @category metrics
  */
-export const stepRetries: Metric.Metric.Counter<number> = Metric.counter("memento_step_retries", {
-  description: "step attempts retried after a declared error or a step timeout",
-  incremental: true
-})
+export const stepRetries: Metric.Metric.Counter<number> = counter("memento_step_retries", "step attempts retried after a declared error or a step timeout")
 
 /**
  * Runs a worker is executing right now (sleeping and waiting runs hold no worker and are not
@@ -123,9 +116,11 @@ export const stepRetries: Metric.Metric.Counter<number> = Metric.counter("mement
  * @since 0.1.0
  * @category metrics
  */
-export const activeRuns: Metric.Metric.Gauge<number> = Metric.gauge("memento_worker_active_runs", {
-  description: "runs a worker is executing right now"
-})
+export const activeRuns: Metric.Metric.Gauge<number> = keyed(
+  MetricKey.gauge("memento_worker_active_runs", {
+    description: "runs a worker is executing right now"
+  })
+)
 
 /**
  * The step name of a key for the `step` tag: `charge#2` is `charge`, `charge#2#compensate` is
@@ -136,27 +131,42 @@ export const activeRuns: Metric.Metric.Gauge<number> = Metric.gauge("memento_wor
  */
 export const stepName = (key: string): string => key.replace(/#\d+/g, "")
 
-const stepMetrics = new Map<string, {
-  readonly latency: Metric.Metric.Histogram<number>
-  readonly retries: Metric.Metric.Counter<number>
-}>()
+const taggedMetrics = new Map<string, Metric.Metric<any, any, any>>()
 
 /**
- * The step metrics tagged with a workflow and a step name (`stepName` of the key), made once per
- * pair: tagging on every attempt would cost a metric and a key per step.
+ * `metric` (one of the above) with the tags `tags` (name, value pairs, in this order), made once per
+ * metric and tags: the same metric as `Metric.tagged` gives (`Metric.value` finds it), but its
+ * registry entry is looked up once. Each update of a `Metric.tagged` metric makes a new metric key
+ * and hashes it to find the entry, several times per step and run.
+ *
+ * @internal
+ */
+export const tagged = <Type, In, Out>(
+  metric: Metric.Metric<Type, In, Out>,
+  ...tags: ReadonlyArray<readonly [string, string]>
+): Metric.Metric<Type, In, Out> => {
+  const key = keys.get(metric)
+  if (key === undefined) return tags.reduce((m, [name, value]) => Metric.tagged(m, name, value), metric)
+  const id = [key.name, ...tags.flat()].join("\u0000")
+  let found = taggedMetrics.get(id)
+  if (found === undefined) {
+    found = Metric.fromMetricKey(
+      MetricKey.taggedWithLabels(key, tags.map(([name, value]) => MetricLabel.make(name, value)))
+    )
+    taggedMetrics.set(id, found)
+  }
+  return found as Metric.Metric<Type, In, Out>
+}
+
+/**
+ * The step metrics tagged with a workflow and a step name (`stepName` of the key).
  *
  * @internal
  */
 export const forStep = (workflow: string, key: string) => {
   const step = stepName(key)
-  const id = `${workflow}\u0000${step}`
-  let metrics = stepMetrics.get(id)
-  if (metrics === undefined) {
-    metrics = {
-      latency: stepDuration.pipe(Metric.tagged("workflow", workflow), Metric.tagged("step", step)),
-      retries: stepRetries.pipe(Metric.tagged("workflow", workflow), Metric.tagged("step", step))
-    }
-    stepMetrics.set(id, metrics)
+  return {
+    latency: tagged(stepDuration, ["workflow", workflow], ["step", step]),
+    retries: tagged(stepRetries, ["workflow", workflow], ["step", step])
   }
-  return metrics
 }

@@ -8,7 +8,7 @@
  */
 import { hostname } from "node:os"
 import type { Fiber } from "effect"
-import { Clock, Duration, Effect, ExecutionStrategy, Layer, Queue, Random, Schedule, Scope, Stream } from "effect"
+import { Chunk, Clock, Duration, Effect, ExecutionStrategy, Layer, Queue, Random, Schedule, Scope, Stream } from "effect"
 import * as Engine from "./internal/engine.js"
 import * as Local from "./internal/local.js"
 import * as Retention from "./internal/retention.js"
@@ -72,8 +72,11 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
 
     // Wake-up hints: new or woken runs of our workflows.
     yield* store.events.pipe(
-      Stream.filter((event) => event._tag === "RunnableChanged" && handlers.has(event.workflow)),
-      Stream.runForEach(() => notify),
+      Stream.runForEachChunk((chunk) =>
+        Chunk.some(chunk, (event) => event._tag === "RunnableChanged" && handlers.has(event.workflow))
+          ? notify
+          : Effect.void
+      ),
       Effect.forkScoped
     )
 

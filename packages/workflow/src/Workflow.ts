@@ -19,6 +19,7 @@ import {
   StepDefect,
   WorkflowTimeout
 } from "./WorkflowError.js"
+import * as Tracing from "./Tracing.js"
 
 export {
   /**
@@ -283,7 +284,7 @@ export const sleep = (name: string, duration: Duration.DurationInput): Effect.Ef
         meta: JSON.stringify({ wakeAt })
       })
     ])
-  }).pipe(Effect.withSpan("memento.sleep"))
+  }).pipe(Tracing.withSpan("memento.sleep"))
 
 /**
  * Waits durably for a signal named `name` sent with `WorkflowClient.signal`; signals sent before
@@ -371,7 +372,7 @@ export const awaitSignal = <A, I>(
       Run.buffer(state, [Run.entry({ key, seq, kind: "signal", status: "started", attempts: 1, startedAt, meta: meta({}) })])
     }
     return yield* Run.halt(state, { _tag: "Suspend", status: "waiting", runnableAt: Run.wakeTime(state, deadline) })
-  }).pipe(Effect.withSpan("memento.awaitSignal"))
+  }).pipe(Tracing.withSpan("memento.awaitSignal"))
 
 /**
  * @since 0.1.0
@@ -559,7 +560,7 @@ export const child = <W extends Any>(
       message: `child run ended ${outcome.status}: ${Codec.errorMessage(error)}`
     })
     return yield* Effect.fail(error)
-  }).pipe(Effect.withSpan("memento.child"))
+  }).pipe(Tracing.withSpan("memento.child"))
 
 /**
  * Lets in-flight runs keep an old code path while new runs take the new one: returns `true` (and

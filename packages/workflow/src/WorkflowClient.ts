@@ -38,6 +38,7 @@ import type {
   RunStatus
 } from "./WorkflowStore.js"
 import { parkedStatuses, terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
+import * as Tracing from "./Tracing.js"
 
 /**
  * A started run. `created` is false when the workflow ID already existed (an idempotent start).
@@ -279,59 +280,62 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   const runId = <W extends Workflow.Any>(workflow: W, payload: Workflow.PayloadOf<W>, options?: StartOptions) =>
     options?.id ?? workflow.idempotencyKey?.(payload) ?? randomUUID()
 
-  const start = Effect.fn("WorkflowClient.start", { captureStackTrace: false })(function*<W extends Workflow.Any>(
+  // Not `Effect.fn` (here and below): that captures a stack trace on every call, whatever
+  // `captureStackTrace` says.
+  const start = <W extends Workflow.Any>(
     workflow: W,
     payload: Workflow.PayloadOf<W>,
     options?: StartOptions
-  ) {
-    const settings = yield* WorkflowConfig
-    const encoded = yield* Codec.encode(workflow.payloadSchema, payload).pipe(
-      Effect.mapError((error) => new InvalidPayload({ workflow: workflow.name, message: error.message }))
-    )
-    const id = runId(workflow, payload, options)
-    if (id.length === 0 || id.length > maxIdLength) {
-      return yield* new InvalidPayload({
-        workflow: workflow.name,
-        message: `workflow ID must be 1 to ${maxIdLength} characters, got ${id.length}`
-      })
-    }
-    const text = encoded ?? "null"
-    const bytes = Codec.byteLength(text)
-    if (bytes > settings.maxValueBytes) {
-      return yield* new PayloadTooLarge({ workflowId: id, what: "payload", bytes, limit: settings.maxValueBytes })
-    }
-    // A worker of this process with a free slot gets the run directly (created claimed by it): no
-    // claim, no wake-up. Uninterruptible, so that a run created claimed is always handed over.
-    const local = Local.reserve(store, workflow.name)
-    const { created, run } = local === undefined
-      ? yield* store.create({ id, workflow: workflow.name, payload: text })
-      : yield* store.create({
-        id,
-        workflow: workflow.name,
-        payload: text,
-        claim: { workerId: local.workerId, leaseMs: local.leaseMs }
-      }).pipe(
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
-            if (Exit.isSuccess(exit) && exit.value.created && exit.value.run.leaseOwner === local.workerId) {
-              local.handOver(exit.value.run)
-            } else {
-              local.unreserve()
-            }
-          })
-        ),
-        Effect.uninterruptible
+  ): Effect.Effect<RunHandle, WorkflowIdConflict | InvalidPayload | PayloadTooLarge | StoreError> =>
+    Effect.gen(function*() {
+      const settings = yield* WorkflowConfig
+      const encoded = yield* Codec.encode(workflow.payloadSchema, payload).pipe(
+        Effect.mapError((error) => new InvalidPayload({ workflow: workflow.name, message: error.message }))
       )
-    if (!created && (run.workflow !== workflow.name || run.payload !== text)) {
-      return yield* new WorkflowIdConflict({
-        workflowId: id,
-        workflow: workflow.name,
-        existingWorkflow: run.workflow,
-        reason: run.workflow !== workflow.name ? "another workflow" : "a different payload"
-      })
-    }
-    return { id, workflow: workflow.name, created }
-  })
+      const id = runId(workflow, payload, options)
+      if (id.length === 0 || id.length > maxIdLength) {
+        return yield* new InvalidPayload({
+          workflow: workflow.name,
+          message: `workflow ID must be 1 to ${maxIdLength} characters, got ${id.length}`
+        })
+      }
+      const text = encoded ?? "null"
+      const bytes = Codec.byteLength(text)
+      if (bytes > settings.maxValueBytes) {
+        return yield* new PayloadTooLarge({ workflowId: id, what: "payload", bytes, limit: settings.maxValueBytes })
+      }
+      // A worker of this process with a free slot gets the run directly (created claimed by it): no
+      // claim, no wake-up. Uninterruptible, so that a run created claimed is always handed over.
+      const local = Local.reserve(store, workflow.name)
+      const { created, run } = local === undefined
+        ? yield* store.create({ id, workflow: workflow.name, payload: text })
+        : yield* store.create({
+          id,
+          workflow: workflow.name,
+          payload: text,
+          claim: { workerId: local.workerId, leaseMs: local.leaseMs }
+        }).pipe(
+          Effect.onExit((exit) =>
+            Effect.sync(() => {
+              if (Exit.isSuccess(exit) && exit.value.created && exit.value.run.leaseOwner === local.workerId) {
+                local.handOver(exit.value.run)
+              } else {
+                local.unreserve()
+              }
+            })
+          ),
+          Effect.uninterruptible
+        )
+      if (!created && (run.workflow !== workflow.name || run.payload !== text)) {
+        return yield* new WorkflowIdConflict({
+          workflowId: id,
+          workflow: workflow.name,
+          existingWorkflow: run.workflow,
+          reason: run.workflow !== workflow.name ? "another workflow" : "a different payload"
+        })
+      }
+      return { id, workflow: workflow.name, created }
+    }).pipe(Tracing.withSpan("WorkflowClient.start", { captureStackTrace: false }))
 
   const outcome = <W extends Workflow.Any>(
     workflow: W,
@@ -403,9 +407,9 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
     if (subscribed) return Effect.void
     subscribed = true
     const events = store.events.pipe(
-      Stream.runForEach((event) =>
+      Stream.runForEachChunk((chunk) =>
         Effect.sync(() => {
-          if (event._tag === "RunFinished") Local.wake(store, event.runId)
+          for (const event of chunk) if (event._tag === "RunFinished") Local.wake(store, event.runId)
         })
       ),
       Effect.forkIn(scope)
@@ -456,7 +460,7 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
 
   const result = <W extends Workflow.Any>(workflow: W, id: string) =>
     awaitFinished(workflow, id, Effect.void, () => true).pipe(
-      Effect.withSpan("WorkflowClient.result", { attributes: { "workflow.id": id }, captureStackTrace: false })
+      Tracing.withSpan("WorkflowClient.result", { attributes: { "workflow.id": id }, captureStackTrace: false })
     )
 
   // `start` then `result`, one read fewer: the run is created after the registration, so a run this
@@ -470,64 +474,70 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
     Effect.suspend(() => {
       const id = runId(workflow, payload, options)
       return awaitFinished(workflow, id, start(workflow, payload, { ...options, id }), (handle) => !handle.created)
-    }).pipe(Effect.withSpan("WorkflowClient.execute", { captureStackTrace: false }))
+    }).pipe(Tracing.withSpan("WorkflowClient.execute", { captureStackTrace: false }))
 
-  const signal = Effect.fn("WorkflowClient.signal")(function*(
+  const signal = (
     id: string,
     name: string,
     value: unknown,
     options?: { readonly signalId?: string | undefined }
-  ) {
-    const settings = yield* WorkflowConfig
-    if (name.startsWith(reservedSignalPrefix)) {
-      // names under @memento/ are the engine's own (a child run's finish): a forged one would wake a
-      // parent as if its child had finished
-      return yield* new InvalidPayload({
-        workflow: id,
-        message: `signal names starting with "${reservedSignalPrefix}" are reserved by Memento, got "${name}"`
-      })
-    }
-    let payload: string | undefined
-    try {
-      payload = JSON.stringify(value)
-    } catch (error) {
-      return yield* new InvalidPayload({ workflow: id, message: `signal "${name}" is not JSON: ${String(error)}` })
-    }
-    if (payload === undefined) {
-      return yield* new InvalidPayload({ workflow: id, message: `signal "${name}" has no JSON value` })
-    }
-    const bytes = Codec.byteLength(payload)
-    if (bytes > settings.maxValueBytes) {
-      return yield* new PayloadTooLarge({ workflowId: id, what: `signal "${name}"`, bytes, limit: settings.maxValueBytes })
-    }
-    return yield* store.signal({ runId: id, name, signalId: options?.signalId ?? randomUUID(), payload })
-  })
+  ): Effect.Effect<{ readonly duplicate: boolean }, RunNotFound | InvalidPayload | PayloadTooLarge | StoreError> =>
+    Effect.gen(function*() {
+      const settings = yield* WorkflowConfig
+      if (name.startsWith(reservedSignalPrefix)) {
+        // names under @memento/ are the engine's own (a child run's finish): a forged one would wake a
+        // parent as if its child had finished
+        return yield* new InvalidPayload({
+          workflow: id,
+          message: `signal names starting with "${reservedSignalPrefix}" are reserved by Memento, got "${name}"`
+        })
+      }
+      let payload: string | undefined
+      try {
+        payload = JSON.stringify(value)
+      } catch (error) {
+        return yield* new InvalidPayload({ workflow: id, message: `signal "${name}" is not JSON: ${String(error)}` })
+      }
+      if (payload === undefined) {
+        return yield* new InvalidPayload({ workflow: id, message: `signal "${name}" has no JSON value` })
+      }
+      const bytes = Codec.byteLength(payload)
+      if (bytes > settings.maxValueBytes) {
+        return yield* new PayloadTooLarge({ workflowId: id, what: `signal "${name}"`, bytes, limit: settings.maxValueBytes })
+      }
+      return yield* store.signal({ runId: id, name, signalId: options?.signalId ?? randomUUID(), payload })
+    }).pipe(Tracing.withSpan("WorkflowClient.signal"))
 
-  const cancel = Effect.fn("WorkflowClient.cancel")(function*(id: string) {
-    const run = yield* getRun(id)
-    if (terminalStatuses.includes(run.status)) {
-      return yield* new InvalidRunState({ workflowId: id, status: run.status, operation: "cancel" })
-    }
-    if (parkedStatuses.includes(run.status)) {
-      // a parked run executes nothing until it is resumed: cancelling it would silently do nothing
-      return yield* new InvalidRunState({ workflowId: id, status: run.status, operation: "cancel (resume it first)" })
-    }
-    return yield* store.requestCancel(id)
-  })
+  const cancel = (id: string): Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError> =>
+    Effect.gen(function*() {
+      const run = yield* getRun(id)
+      if (terminalStatuses.includes(run.status)) {
+        return yield* new InvalidRunState({ workflowId: id, status: run.status, operation: "cancel" })
+      }
+      if (parkedStatuses.includes(run.status)) {
+        // a parked run executes nothing until it is resumed: cancelling it would silently do nothing
+        return yield* new InvalidRunState({ workflowId: id, status: run.status, operation: "cancel (resume it first)" })
+      }
+      return yield* store.requestCancel(id)
+    }).pipe(Tracing.withSpan("WorkflowClient.cancel"))
 
-  const retry = Effect.fn("WorkflowClient.retry")(function*(id: string, options?: RetryOptions) {
-    const { entries, run } = yield* store.load(id)
-    if (!retryableStatuses.includes(run.status)) {
-      return yield* new InvalidRunState({
-        workflowId: id,
-        status: run.status,
-        operation: parkedStatuses.includes(run.status) ? "retry (resume it instead)" : "retry"
-      })
-    }
-    const archiveKeys = yield* retryPlan(id, entries, options?.fromStep)
-    // The store re-checks the status atomically: a concurrent retry or purge makes this one fail.
-    return yield* store.retry({ runId: id, archiveKeys, from: retryableStatuses })
-  })
+  const retry = (
+    id: string,
+    options?: RetryOptions
+  ): Effect.Effect<RunRecord, RunNotFound | InvalidRunState | UnknownStep | StoreError> =>
+    Effect.gen(function*() {
+      const { entries, run } = yield* store.load(id)
+      if (!retryableStatuses.includes(run.status)) {
+        return yield* new InvalidRunState({
+          workflowId: id,
+          status: run.status,
+          operation: parkedStatuses.includes(run.status) ? "retry (resume it instead)" : "retry"
+        })
+      }
+      const archiveKeys = yield* retryPlan(id, entries, options?.fromStep)
+      // The store re-checks the status atomically: a concurrent retry or purge makes this one fail.
+      return yield* store.retry({ runId: id, archiveKeys, from: retryableStatuses })
+    }).pipe(Tracing.withSpan("WorkflowClient.retry"))
 
   return WorkflowClient.of({
     start,

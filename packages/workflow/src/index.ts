@@ -17,6 +17,10 @@ export * as Step from "./Step.js"
 /**
  * @since 0.1.0
  */
+export * as Tracing from "./Tracing.js"
+/**
+ * @since 0.1.0
+ */
 export * as Worker from "./Worker.js"
 /**
  * @since 0.1.0

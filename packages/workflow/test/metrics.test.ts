@@ -3,10 +3,13 @@
  * real runs, the spans around runs and step attempts, and the log annotations inside a step.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryStore, Metrics, Step, Workflow, WorkflowClient, WorkflowConfig } from "@memento/workflow"
-import type { Tracer } from "effect"
-import { Effect, FiberRef, HashMap, Layer, List, Logger, Metric, Option, Schedule, Schema } from "effect"
+import { MemoryStore, Metrics, Step, Tracing, Workflow, WorkflowClient, WorkflowConfig } from "@memento/workflow"
+import { Effect, FiberRef, HashMap, Layer, List, Logger, Metric, Option, Schedule, Schema, Tracer } from "effect"
 import { awaitStatus, failureOf, resultOf, settings, successOf, testEnv, workerLayer } from "./utils.js"
+
+/** A tracer of the test's own (Effect's native spans, but not Effect's built-in tracer): Memento makes its spans. */
+const builtIn = Effect.runSync(Effect.tracer)
+const recording = Tracer.make({ span: (...args) => builtIn.span(...args), context: builtIn.context })
 
 class Rejected extends Schema.TaggedError<Rejected>()("Rejected", { why: Schema.String }) {}
 
@@ -187,9 +190,34 @@ describe("spans and logs", () => {
     }).pipe(
       Effect.provide(
         testEnv({ workflows: [Job], implementations }).pipe(
-          Layer.provide(Logger.replace(Logger.defaultLogger, capture))
+          Layer.provide(Layer.mergeAll(Logger.replace(Logger.defaultLogger, capture), Layer.setTracer(recording)))
         )
       )
     )
+  })
+
+  it.effect("under Effect's built-in tracer (none provided) no span is made; log annotations still are", () => {
+    const seen: Array<{ readonly span: boolean; readonly tracing: boolean; readonly stepKey: unknown }> = []
+    const Job = Workflow.make({ name: "untraced", payload: Schema.Void, success: Schema.Void })
+    const implementations = Job.implement(() =>
+      Step.run(
+        "charge",
+        Effect.gen(function*() {
+          const span = yield* Effect.option(Effect.currentSpan)
+          const annotations = yield* FiberRef.get(FiberRef.currentLogAnnotations)
+          seen.push({
+            span: Option.isSome(span),
+            tracing: yield* Tracing.isTracing,
+            stepKey: Option.getOrUndefined(HashMap.get(annotations, "step.key"))
+          })
+        })
+      )
+    )
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const { id } = yield* client.start(Job, undefined, { id: "untraced-1" })
+      yield* resultOf(Job, id)
+      assert.deepStrictEqual(seen, [{ span: false, tracing: false, stepKey: "charge" }])
+    }).pipe(Effect.provide(testEnv({ workflows: [Job], implementations })))
   })
 })

@@ -19,11 +19,18 @@ const clientConfig = (config: PgClientConfig): Pg.ClientConfig => ({
 })
 
 /**
- * One `LISTEN` connection of its own (not from the pool): every payload on `channel`, and a
- * failure when the connection drops. `onListening` completes once `LISTEN` is active.
+ * One `LISTEN` connection of its own (not from the pool): hands every payload on `channel` to
+ * `onPayload`, and fails when the connection drops. `onListening` completes once `LISTEN` is
+ * active. The payloads go straight to `onPayload`, not through the stream: an element costs
+ * several stream and fiber steps, and every finished run sends one.
  */
-const listenOnce = (config: PgClientConfig, channel: string, onListening: Effect.Effect<void>) =>
-  Stream.asyncScoped<string, ListenError>((emit) =>
+const listenOnce = (
+  config: PgClientConfig,
+  channel: string,
+  onListening: Effect.Effect<void>,
+  onPayload: (payload: string) => void
+) =>
+  Stream.asyncScoped<never, ListenError>((emit) =>
     Effect.gen(function*() {
       const { default: pg } = yield* Effect.tryPromise({ try: () => import("pg"), catch: (cause) => new ListenError({ cause }) })
       const client = yield* Effect.acquireRelease(
@@ -33,7 +40,7 @@ const listenOnce = (config: PgClientConfig, channel: string, onListening: Effect
       client.on("error", (cause) => void emit.fail(new ListenError({ cause })))
       client.on("end", () => void emit.fail(new ListenError({ cause: "connection ended" })))
       client.on("notification", (message) => {
-        if (message.channel === channel && message.payload !== undefined) void emit.single(message.payload)
+        if (message.channel === channel && message.payload !== undefined) onPayload(message.payload)
       })
       yield* Effect.tryPromise({
         try: async () => {
@@ -70,10 +77,13 @@ export const makePgEvents = (
         Effect.gen(function*() {
           const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<StoreEvent>(), PubSub.shutdown)
           const listening = yield* Deferred.make<void>()
-          yield* listenOnce(config, channel, Deferred.succeed(listening, undefined)).pipe(
+          const publish = (payload: string) => {
+            const event = parseEvent(payload)
+            if (Option.isSome(event)) pubsub.unsafeOffer(event.value)
+          }
+          yield* listenOnce(config, channel, Deferred.succeed(listening, undefined), publish).pipe(
             Stream.retry(reconnect),
-            Stream.filterMap(parseEvent),
-            Stream.runForEach((event) => PubSub.publish(pubsub, event)),
+            Stream.runDrain,
             Effect.forkScoped
           )
           yield* Deferred.await(listening).pipe(Effect.timeoutOption(Duration.seconds(2)))

@@ -35,6 +35,7 @@ import {
 import { makePrepared } from "./prepared.js"
 import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
 import type { Tables } from "./tables.js"
+import * as Tracing from "@memento/workflow/Tracing"
 
 /** The database clock in epoch milliseconds. */
 const nowMs = "(floor(extract(epoch from clock_timestamp()) * 1000))::bigint"
@@ -181,7 +182,7 @@ export const make = (
         const existing = yield* selectRun(input.id)
         if (existing.length === 0) return yield* Effect.dieMessage(`run "${input.id}" neither inserted nor found`)
         return { run: yield* decodeRun("create")(existing[0]), created: false }
-      }).pipe(mapSqlError("create"), Effect.withSpan("SqlStore.create", { captureStackTrace: false }))
+      }).pipe(mapSqlError("create"), Tracing.withSpan("SqlStore.create", { captureStackTrace: false }))
 
     const claimText = `WITH clock AS (SELECT ${nowMs} AS now),
       c AS (
@@ -212,7 +213,7 @@ export const make = (
           Effect.flatMap(decodeClaimed),
           Effect.map((claimed) => [...claimed].sort(claimOrder)),
           mapSqlError("claim"),
-          Effect.withSpan("SqlStore.claim", { captureStackTrace: false })
+          Tracing.withSpan("SqlStore.claim", { captureStackTrace: false })
         )
 
     /**
@@ -245,7 +246,7 @@ export const make = (
       ]).pipe(
         Effect.map((rows) => rows.map((row) => row.id)),
         mapSqlError("heartbeat"),
-        Effect.withSpan("SqlStore.heartbeat", { captureStackTrace: false })
+        Tracing.withSpan("SqlStore.heartbeat", { captureStackTrace: false })
       )
     }
 
@@ -259,7 +260,7 @@ export const make = (
       prepared(releaseText, [runId, epoch]).pipe(
         Effect.asVoid,
         mapSqlError("release"),
-        Effect.withSpan("SqlStore.release", { captureStackTrace: false })
+        Tracing.withSpan("SqlStore.release", { captureStackTrace: false })
       )
 
     const json = (columns: ReadonlyArray<readonly [key: string, expression: string]>) =>
@@ -348,7 +349,7 @@ export const make = (
     const load: Store["load"] = (runId) =>
       detailsRow("load", runId).pipe(
         Effect.map(({ entries, run, signals }) => ({ run, entries, signals })),
-        Effect.withSpan("SqlStore.load", { captureStackTrace: false })
+        Tracing.withSpan("SqlStore.load", { captureStackTrace: false })
       )
 
     const signalText = `WITH clock AS (SELECT ${nowMs} AS now),
@@ -497,7 +498,7 @@ export const make = (
     })
 
     const commit = (c: Commit) =>
-      submitCommit(c).pipe(mapSqlError("commit"), Effect.withSpan("SqlStore.commit", { captureStackTrace: false }))
+      submitCommit(c).pipe(mapSqlError("commit"), Tracing.withSpan("SqlStore.commit", { captureStackTrace: false }))
 
     const transaction = makeTransaction(
       sql,
@@ -512,7 +513,7 @@ export const make = (
             ? Effect.fail(new RunNotFound({ workflowId: runId }))
             : Effect.succeed({ duplicate: row.inserted === 0 })
         ),
-        Effect.withSpan("SqlStore.signal", { captureStackTrace: false })
+        Tracing.withSpan("SqlStore.signal", { captureStackTrace: false })
       )
 
     const existing = (operation: string, runId: string) =>
@@ -541,7 +542,7 @@ export const make = (
           Effect.flatMap((rows) =>
             rows.length === 0 ? existing("requestCancel", runId) : decodeRun("requestCancel")(rows[0])
           ),
-          Effect.withSpan("SqlStore.requestCancel")
+          Tracing.withSpan("SqlStore.requestCancel")
         )
 
     const resume = (runId: string) =>
@@ -561,7 +562,7 @@ export const make = (
             : Effect.flatMap(existing("resume", runId), (run) =>
               Effect.fail(new InvalidRunState({ workflowId: runId, status: run.status, operation: "resume" })))
         ),
-        Effect.withSpan("SqlStore.resume")
+        Tracing.withSpan("SqlStore.resume")
       )
 
     /** `get`s of concurrent callers (e.g. many `result` waiters woken at once) share one statement. */
@@ -592,12 +593,12 @@ export const make = (
         Effect.flatMap((rows) =>
           rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(decodeRun("get")(rows[0]), Option.some)
         ),
-        Effect.withSpan("SqlStore.get")
+        Tracing.withSpan("SqlStore.get")
       )
 
     const list = makeList(sql, t)
 
-    const inspect: Store["inspect"] = (runId) => detailsRow("inspect", runId).pipe(Effect.withSpan("SqlStore.inspect"))
+    const inspect: Store["inspect"] = (runId) => detailsRow("inspect", runId).pipe(Tracing.withSpan("SqlStore.inspect"))
 
     const retry: Store["retry"] = ({ archiveKeys, from, runId }) => {
       const keys = JSON.stringify(archiveKeys)
@@ -648,7 +649,7 @@ export const make = (
             : Effect.flatMap(existing("retry", runId), (run) =>
               Effect.fail(new InvalidRunState({ workflowId: runId, status: run.status, operation: "retry" })))
         ),
-        Effect.withSpan("SqlStore.retry")
+        Tracing.withSpan("SqlStore.retry")
       )
     }
 
@@ -675,7 +676,7 @@ export const make = (
         SELECT count(*)::int AS deleted FROM d`.pipe(
         Effect.map((rows) => Number(rows[0]?.deleted ?? 0)),
         mapSqlError("purge"),
-        Effect.withSpan("SqlStore.purge")
+        Tracing.withSpan("SqlStore.purge")
       )
     }
 
@@ -683,7 +684,7 @@ export const make = (
       GROUP BY workflow, status`.pipe(
       Effect.flatMap(decodeCounts),
       mapSqlError("stats"),
-      Effect.withSpan("SqlStore.stats")
+      Tracing.withSpan("SqlStore.stats")
     )
 
     const alertColumns = sql.literal("a.id, a.run_id, a.workflow, a.status, a.error, a.created_at, a.attempts, a.delivered_at")
@@ -703,7 +704,7 @@ export const make = (
         RETURNING ${alertColumns}`.pipe(
         Effect.flatMap(decodeClaimedAlerts),
         mapSqlError("claimAlerts"),
-        Effect.withSpan("SqlStore.claimAlerts")
+        Tracing.withSpan("SqlStore.claimAlerts")
       )
 
     const completeAlert: Store["completeAlert"] = (id) =>
@@ -711,7 +712,7 @@ export const make = (
         WHERE id = ${id}::text AND delivered_at IS NULL`.pipe(
         Effect.asVoid,
         mapSqlError("completeAlert"),
-        Effect.withSpan("SqlStore.completeAlert")
+        Tracing.withSpan("SqlStore.completeAlert")
       )
 
     const decodeRunAlerts = decodeAlerts("alerts")
@@ -719,14 +720,14 @@ export const make = (
       sql`SELECT ${alertColumns} FROM ${alerts} a WHERE a.run_id = ${runId}::text ORDER BY a.created_at, a.id`.pipe(
         Effect.flatMap(decodeRunAlerts),
         mapSqlError("alerts"),
-        Effect.withSpan("SqlStore.alerts")
+        Tracing.withSpan("SqlStore.alerts")
       )
 
     const scheduleCursor: Store["scheduleCursor"] = (name) =>
       sql<{ readonly last_tick: string | number }>`SELECT last_tick FROM ${schedules} WHERE name = ${name}::text`.pipe(
         Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(Number(rows[0].last_tick))),
         mapSqlError("scheduleCursor"),
-        Effect.withSpan("SqlStore.scheduleCursor")
+        Tracing.withSpan("SqlStore.scheduleCursor")
       )
 
     const advanceSchedule: Store["advanceSchedule"] = (name, tick) =>
@@ -735,7 +736,7 @@ export const make = (
           updated_at = excluded.updated_at`.pipe(
         Effect.asVoid,
         mapSqlError("advanceSchedule"),
-        Effect.withSpan("SqlStore.advanceSchedule")
+        Tracing.withSpan("SqlStore.advanceSchedule")
       )
 
     return {
@@ -750,7 +751,7 @@ export const make = (
       requestCancel,
       resume,
       get,
-      list: (filter) => list(filter).pipe(Effect.withSpan("SqlStore.list")),
+      list: (filter) => list(filter).pipe(Tracing.withSpan("SqlStore.list")),
       inspect,
       retry,
       purge,

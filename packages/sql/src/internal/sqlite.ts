@@ -35,6 +35,7 @@ import {
 } from "./common.js"
 import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
 import type { Tables } from "./tables.js"
+import * as Tracing from "@memento/workflow/Tracing"
 
 /** SQLite's clock in epoch milliseconds (stable within one statement). */
 const nowMs = "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
@@ -91,7 +92,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         const existing = yield* selectRun(input.id)
         if (existing.length === 0) return yield* Effect.dieMessage(`run "${input.id}" neither inserted nor found`)
         return { run: yield* decodeRun("create")(existing[0]), created: false }
-      }).pipe(mapSqlError("create"), Effect.withSpan("SqlStore.create"))
+      }).pipe(mapSqlError("create"), Tracing.withSpan("SqlStore.create"))
 
     const decodeClaimed = decodeRuns("claim")
     const claim = (request: ClaimRequest) =>
@@ -117,7 +118,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
             Effect.flatMap(decodeClaimed),
             Effect.map((claimed) => [...claimed].sort(claimOrder)),
             mapSqlError("claim"),
-            Effect.withSpan("SqlStore.claim")
+            Tracing.withSpan("SqlStore.claim")
           )
 
     const heartbeat: Store["heartbeat"] = (request) =>
@@ -134,7 +135,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
             RETURNING id`.pipe(
             Effect.map((rows) => rows.map((row) => row.id)),
             mapSqlError("heartbeat"),
-            Effect.withSpan("SqlStore.heartbeat")
+            Tracing.withSpan("SqlStore.heartbeat")
           )
 
     const release = (runId: string, epoch: number) =>
@@ -143,7 +144,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         RETURNING workflow`.pipe(
         Effect.flatMap((rows) => publish(rows.map((row) => runnableChanged(row.workflow)))),
         mapSqlError("release"),
-        Effect.withSpan("SqlStore.release")
+        Tracing.withSpan("SqlStore.release")
       )
 
     const json = (columns: ReadonlyArray<readonly [key: string, expression: string]>) =>
@@ -233,7 +234,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
     const load: Store["load"] = (runId) =>
       details("load", runId, false).pipe(
         Effect.map(({ entries, run, signals }) => ({ run, entries, signals })),
-        Effect.withSpan("SqlStore.load")
+        Tracing.withSpan("SqlStore.load")
       )
 
     /**
@@ -335,7 +336,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       sql.withTransaction(commitStatements(c)).pipe(
         Effect.flatMap(([result, after]) => Effect.as(after, result)),
         mapSqlError("commit"),
-        Effect.withSpan("SqlStore.commit")
+        Tracing.withSpan("SqlStore.commit")
       )
 
     const transaction = makeTransaction(sql, commitStatements)
@@ -353,7 +354,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       })).pipe(
         Effect.flatMap(([result, after]) => Effect.as(after, result)),
         mapSqlError("signal"),
-        Effect.withSpan("SqlStore.signal")
+        Tracing.withSpan("SqlStore.signal")
       )
 
     const existing = (operation: string, runId: string) =>
@@ -378,7 +379,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
           yield* publish([runnableChanged(run.workflow)])
         }
         return run
-      }).pipe(Effect.withSpan("SqlStore.requestCancel"))
+      }).pipe(Tracing.withSpan("SqlStore.requestCancel"))
 
     const resume = (runId: string) =>
       Effect.gen(function*() {
@@ -393,7 +394,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         const run = yield* decodeRun("resume")(rows[0])
         yield* publish([runnableChanged(run.workflow)])
         return run
-      }).pipe(Effect.withSpan("SqlStore.resume"))
+      }).pipe(Tracing.withSpan("SqlStore.resume"))
 
     const get = (runId: string): Effect.Effect<Option.Option<RunRecord>, StoreError> =>
       selectRun(runId).pipe(
@@ -401,12 +402,12 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         Effect.flatMap((rows) =>
           rows.length === 0 ? Effect.succeed(Option.none()) : Effect.map(decodeRun("get")(rows[0]), Option.some)
         ),
-        Effect.withSpan("SqlStore.get")
+        Tracing.withSpan("SqlStore.get")
       )
 
     const list = makeList(sql, t)
 
-    const inspect: Store["inspect"] = (runId) => details("inspect", runId, true).pipe(Effect.withSpan("SqlStore.inspect"))
+    const inspect: Store["inspect"] = (runId) => details("inspect", runId, true).pipe(Tracing.withSpan("SqlStore.inspect"))
 
     const retry: Store["retry"] = ({ archiveKeys, from, runId }) =>
       sql.withTransaction(Effect.gen(function*() {
@@ -442,7 +443,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       })).pipe(
         Effect.flatMap(([run, after]) => Effect.as(after, run)),
         mapSqlError("retry"),
-        Effect.withSpan("SqlStore.retry")
+        Tracing.withSpan("SqlStore.retry")
       )
 
     const purge: Store["purge"] = ({ completedBefore, limit, statuses }) => {
@@ -461,14 +462,14 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         }
         yield* sql`DELETE FROM ${runs} WHERE id IN (SELECT value FROM json_each(${ids}))`
         return victims.length
-      })).pipe(mapSqlError("purge"), Effect.withSpan("SqlStore.purge"))
+      })).pipe(mapSqlError("purge"), Tracing.withSpan("SqlStore.purge"))
     }
 
     const stats: Store["stats"] = sql`SELECT workflow, status, count(*) AS count FROM ${runs}
       GROUP BY workflow, status`.pipe(
       Effect.flatMap(decodeCounts),
       mapSqlError("stats"),
-      Effect.withSpan("SqlStore.stats")
+      Tracing.withSpan("SqlStore.stats")
     )
 
     const decodeClaimedAlerts = decodeAlerts("claimAlerts")
@@ -484,7 +485,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         RETURNING ${alertColumns}`.pipe(
         Effect.flatMap(decodeClaimedAlerts),
         mapSqlError("claimAlerts"),
-        Effect.withSpan("SqlStore.claimAlerts")
+        Tracing.withSpan("SqlStore.claimAlerts")
       )
 
     const completeAlert: Store["completeAlert"] = (id) =>
@@ -492,7 +493,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         WHERE id = ${id} AND delivered_at IS NULL`.pipe(
         Effect.asVoid,
         mapSqlError("completeAlert"),
-        Effect.withSpan("SqlStore.completeAlert")
+        Tracing.withSpan("SqlStore.completeAlert")
       )
 
     const decodeRunAlerts = decodeAlerts("alerts")
@@ -500,14 +501,14 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       sql`SELECT ${alertColumns} FROM ${alerts} WHERE run_id = ${runId} ORDER BY created_at, id`.pipe(
         Effect.flatMap(decodeRunAlerts),
         mapSqlError("alerts"),
-        Effect.withSpan("SqlStore.alerts")
+        Tracing.withSpan("SqlStore.alerts")
       )
 
     const scheduleCursor: Store["scheduleCursor"] = (name) =>
       sql<{ readonly last_tick: number }>`SELECT last_tick FROM ${schedules} WHERE name = ${name}`.pipe(
         Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(Number(rows[0].last_tick))),
         mapSqlError("scheduleCursor"),
-        Effect.withSpan("SqlStore.scheduleCursor")
+        Tracing.withSpan("SqlStore.scheduleCursor")
       )
 
     const advanceSchedule: Store["advanceSchedule"] = (name, tick) =>
@@ -516,7 +517,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
           updated_at = excluded.updated_at`.pipe(
         Effect.asVoid,
         mapSqlError("advanceSchedule"),
-        Effect.withSpan("SqlStore.advanceSchedule")
+        Tracing.withSpan("SqlStore.advanceSchedule")
       )
 
     return {
@@ -531,7 +532,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       requestCancel,
       resume,
       get,
-      list: (filter) => list(filter).pipe(Effect.withSpan("SqlStore.list")),
+      list: (filter) => list(filter).pipe(Tracing.withSpan("SqlStore.list")),
       inspect,
       retry,
       purge,

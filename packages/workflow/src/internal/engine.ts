@@ -18,6 +18,7 @@ import * as Local from "./local.js"
 import type { Hooks, RunState, StopReason } from "./run.js"
 import * as Run from "./run.js"
 import { execute } from "./step.js"
+import * as Tracing from "../Tracing.js"
 
 export { decodeRunError, encodeRunError, RunError } from "./run.js"
 
@@ -142,7 +143,7 @@ export const executeRun = (options: {
     const loaded = snapshot._tag === "Right" ? snapshot.right : undefined
     const timeoutMs = workflow.timeout === undefined ? null : Duration.toMillis(workflow.timeout)
     const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
-      Metric.tagged(metric, "workflow", run.workflow)
+      Metrics.tagged(metric, ["workflow", run.workflow])
     if (fresh) yield* Metric.increment(tagged(Metrics.runsStarted))
     const state = yield* Run.makeState({
       runId: run.id,
@@ -202,7 +203,7 @@ export const executeRun = (options: {
           runnableAt: null
         })
         const counter = finishedCounter(status)
-        if (counter === Metrics.runsParked) yield* Metric.increment(Metric.tagged(tagged(counter), "status", status))
+        if (counter === Metrics.runsParked) yield* Metric.increment(Metrics.tagged(counter, ["workflow", run.workflow], ["status", status]))
         else if (counter !== undefined) yield* Metric.increment(tagged(counter))
         return status
       })
@@ -387,13 +388,13 @@ export const executeRun = (options: {
     if (body._tag === "Stopped") return yield* onStopped(body.reason)
     return yield* settle(afterBody(body.value))
   }).pipe(
-    Effect.withSpan("memento.run", {
+    Tracing.withSpan("memento.run", {
       attributes: { "workflow.id": options.run.id, "workflow.name": options.run.workflow, "run.epoch": options.run.epoch },
       captureStackTrace: false
     }),
     Effect.annotateLogs({ "workflow.id": options.run.id, "workflow.name": options.run.workflow }),
     (execution) => {
-      const active = Metric.tagged(Metrics.activeRuns, "worker", options.run.leaseOwner ?? "unknown")
+      const active = Metrics.tagged(Metrics.activeRuns, ["worker", options.run.leaseOwner ?? "unknown"])
       return Effect.zipRight(Metric.increment(active), Effect.ensuring(execution, Metric.modify(active, -1)))
     }
   )

@@ -3,6 +3,7 @@ import { Clock, Duration, Effect, Schedule } from "effect"
 import type { StoreError } from "../WorkflowError.js"
 import type { RunStatus } from "../WorkflowStore.js"
 import { terminalStatuses, WorkflowStore } from "../WorkflowStore.js"
+import * as Tracing from "../Tracing.js"
 
 export interface PurgeRequest {
   readonly olderThan: Duration.DurationInput
@@ -37,7 +38,7 @@ export const purgeAll = (
       if (deleted < limit) return total
       yield* Effect.yieldNow()
     }
-  }).pipe(Effect.withSpan("memento.purge"))
+  }).pipe(Tracing.withSpan("memento.purge"))
 
 /**
  * The worker's periodic purge: one `purgeAll` when the worker starts, then one every `every`.

@@ -191,10 +191,13 @@ export const halt = (state: RunState, reason: StopReason): Effect.Effect<never> 
 export const park = (state: RunState, reason: typeof ParkReason.Type): Effect.Effect<never> =>
   halt(state, { _tag: "Park", reason })
 
+const crash = (state: RunState, point: CrashPoint, key: string): Effect.Effect<never> =>
+  halt(state, { _tag: "Abandon", cause: `crash injected ${point} ${key}` })
+
 /** Abandons the run as if its process died (testing kit), when the hook says so. */
 export const crashPoint = (state: RunState, point: CrashPoint, key: string): Effect.Effect<void> =>
   Effect.suspend(() =>
-    state.hooks.crashAt(point, key) ? halt(state, { _tag: "Abandon", cause: `crash injected ${point} ${key}` }) : Effect.void
+    state.hooks.crashAt(point, key) ? crash(state, point, key) : Effect.void
   )
 
 /** The key of the next occurrence of `name` in this run: `name`, `name#2`, `name#3`, ... */
@@ -424,11 +427,14 @@ export const confirmLease = (state: RunState): Effect.Effect<void> =>
     now - state.leaseConfirmedAt < state.settings.leaseMs ? Effect.void : flush(state, [], [], { evenIfEmpty: true }))
 
 export const afterJournal = (state: RunState, entries: ReadonlyArray<JournalEntry>): Effect.Effect<void> =>
-  Effect.forEach(
-    entries.filter((entry) => entry.status !== "started"),
-    (entry) => crashPoint(state, "after-journal", entry.key),
-    { discard: true }
-  )
+  Effect.suspend(() => {
+    for (const entry of entries) {
+      if (entry.status !== "started" && state.hooks.crashAt("after-journal", entry.key)) {
+        return crash(state, "after-journal", entry.key)
+      }
+    }
+    return Effect.void
+  })
 
 /** Encodes a value to JSON text with its Schema and checks the size limit, parking the run otherwise. */
 export const encode = <A, I>(

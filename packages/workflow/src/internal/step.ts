@@ -7,6 +7,7 @@ import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { RunState } from "./run.js"
 import { afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, park } from "./run.js"
+import * as Tracing from "../Tracing.js"
 
 /** What a step attempt can read about itself. */
 export interface StepInfo {
@@ -84,16 +85,16 @@ export const execute = <A, E, R>(
             return idempotencyKey ??= idempotencyKeyFor(runId, key)
           }
         }),
-        Effect.onInterrupt(() =>
-          Effect.flatMap(Clock.currentTimeMillis, (endedAt) =>
-            Effect.sync(() => buffer(state, [], [{ ...running, outcome: "interrupted", endedAt }]))
-          )
-        ),
-        Effect.ensuring(
-          Effect.flatMap(Clock.currentTimeMillis, (now) => Metric.update(latency, Math.max(0, now - attemptStart)))
+        Effect.onExit((exit) =>
+          Effect.flatMap(Clock.currentTimeMillis, (endedAt) => {
+            if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
+              buffer(state, [], [{ ...running, outcome: "interrupted", endedAt }])
+            }
+            return Metric.update(latency, Math.max(0, endedAt - attemptStart))
+          })
         ),
         Effect.annotateLogs({ "step.key": key, "step.attempt": attempt }),
-        Effect.withSpan("memento.step", {
+        Tracing.withSpan("memento.step", {
           attributes: {
             "workflow.id": state.runId,
             "workflow.name": state.workflowName,
