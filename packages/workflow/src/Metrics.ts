@@ -131,7 +131,19 @@ export const activeRuns: Metric.Metric.Gauge<number> = keyed(
  */
 export const stepName = (key: string): string => key.replace(/#\d+/g, "")
 
-const taggedMetrics = new Map<string, Metric.Metric<any, any, any>>()
+/** Tagged metrics made so far: one tree per metric, a level per tag (name, then value). */
+interface TagNode {
+  readonly children: Map<string, TagNode>
+  metric: Metric.Metric<any, any, any> | undefined
+}
+
+const tagTrees = new WeakMap<object, TagNode>()
+
+const child = (node: TagNode, key: string): TagNode => {
+  let next = node.children.get(key)
+  if (next === undefined) node.children.set(key, next = { children: new Map(), metric: undefined })
+  return next
+}
 
 /**
  * `metric` (one of the above) with the tags `tags` (name, value pairs, in this order), made once per
@@ -147,15 +159,13 @@ export const tagged = <Type, In, Out>(
 ): Metric.Metric<Type, In, Out> => {
   const key = keys.get(metric)
   if (key === undefined) return tags.reduce((m, [name, value]) => Metric.tagged(m, name, value), metric)
-  const id = [key.name, ...tags.flat()].join("\u0000")
-  let found = taggedMetrics.get(id)
-  if (found === undefined) {
-    found = Metric.fromMetricKey(
-      MetricKey.taggedWithLabels(key, tags.map(([name, value]) => MetricLabel.make(name, value)))
-    )
-    taggedMetrics.set(id, found)
-  }
-  return found as Metric.Metric<Type, In, Out>
+  let node = tagTrees.get(metric)
+  if (node === undefined) tagTrees.set(metric, node = { children: new Map(), metric: undefined })
+  for (const [name, value] of tags) node = child(child(node, name), value)
+  node.metric ??= Metric.fromMetricKey(
+    MetricKey.taggedWithLabels(key, tags.map(([name, value]) => MetricLabel.make(name, value)))
+  )
+  return node.metric
 }
 
 /**
