@@ -22,6 +22,7 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import type { MigrationError } from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Tracing from "@memento/workflow/Tracing"
 import type { Scope } from "effect"
 import { Cause, Chunk, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Stream } from "effect"
 import { randomUUID } from "node:crypto"
@@ -29,7 +30,6 @@ import * as Fingerprint from "./internal/fingerprint.js"
 import * as Store from "./internal/idempotencyStore.js"
 import * as Problem from "./internal/problem.js"
 import * as Tables from "./internal/tables.js"
-import * as Tracing from "@memento/workflow/Tracing"
 
 /**
  * The idempotency records in the database, built by `layer` on a `SqlClient` (Postgres or SQLite).

@@ -13,11 +13,11 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import type { MigrationError } from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Tracing from "@memento/workflow/Tracing"
 import { Clock, Context, Duration, Effect, Layer, ParseResult, Redacted, Schema } from "effect"
 import { createHmac, timingSafeEqual } from "node:crypto"
 import * as Problem from "./internal/problem.js"
 import * as Tables from "./internal/tables.js"
-import * as Tracing from "@memento/workflow/Tracing"
 
 /**
  * @since 0.1.0

@@ -16,10 +16,10 @@
 import type * as HttpClient from "@effect/platform/HttpClient"
 import type { Scope } from "effect"
 import { Cause, Duration, Effect, Exit, Layer, Queue, Schedule, Schema, Stream } from "effect"
+import * as Tracing from "./Tracing.js"
 import { describeRunError, StoreError } from "./WorkflowError.js"
 import type { AlertRecord, RunStatus } from "./WorkflowStore.js"
 import { WorkflowStore } from "./WorkflowStore.js"
-import * as Tracing from "./Tracing.js"
 
 /**
  * An alert as the handler receives it and as `webhook` sends it (`Schema.encode(Alert)` gives the

@@ -35,7 +35,10 @@ const counter = (name: string, description: string): Metric.Metric.Counter<numbe
  * @since 0.1.0
  * @category metrics
  */
-export const runsStarted: Metric.Metric.Counter<number> = counter("memento_runs_started", "workflow runs a worker began executing for the first time")
+export const runsStarted: Metric.Metric.Counter<number> = counter(
+  "memento_runs_started",
+  "workflow runs a worker began executing for the first time"
+)
 
 /**
  * Runs that ended `succeeded`.
@@ -43,7 +46,10 @@ export const runsStarted: Metric.Metric.Counter<number> = counter("memento_runs_
  * @since 0.1.0
  * @category metrics
  */
-export const runsSucceeded: Metric.Metric.Counter<number> = counter("memento_runs_succeeded", "workflow runs that ended succeeded")
+export const runsSucceeded: Metric.Metric.Counter<number> = counter(
+  "memento_runs_succeeded",
+  "workflow runs that ended succeeded"
+)
 
 /**
  * Runs that ended `failed`: a typed failure (or a timeout) with nothing to compensate.
@@ -51,7 +57,10 @@ export const runsSucceeded: Metric.Metric.Counter<number> = counter("memento_run
  * @since 0.1.0
  * @category metrics
  */
-export const runsFailed: Metric.Metric.Counter<number> = counter("memento_runs_failed", "workflow runs that ended failed (nothing to compensate)")
+export const runsFailed: Metric.Metric.Counter<number> = counter(
+  "memento_runs_failed",
+  "workflow runs that ended failed (nothing to compensate)"
+)
 
 /**
  * Runs that ended `compensated`: a typed failure (or a timeout) whose compensations all ran.
@@ -59,7 +68,10 @@ export const runsFailed: Metric.Metric.Counter<number> = counter("memento_runs_f
  * @since 0.1.0
  * @category metrics
  */
-export const runsCompensated: Metric.Metric.Counter<number> = counter("memento_runs_compensated", "workflow runs that failed and were compensated")
+export const runsCompensated: Metric.Metric.Counter<number> = counter(
+  "memento_runs_compensated",
+  "workflow runs that failed and were compensated"
+)
 
 /**
  * Runs that ended `cancelled`.
@@ -67,7 +79,10 @@ export const runsCompensated: Metric.Metric.Counter<number> = counter("memento_r
  * @since 0.1.0
  * @category metrics
  */
-export const runsCancelled: Metric.Metric.Counter<number> = counter("memento_runs_cancelled", "workflow runs that were cancelled")
+export const runsCancelled: Metric.Metric.Counter<number> = counter(
+  "memento_runs_cancelled",
+  "workflow runs that were cancelled"
+)
 
 /**
  * Runs parked as `needs_attention` or `dead` (also tagged with `status`).
@@ -75,7 +90,10 @@ export const runsCancelled: Metric.Metric.Counter<number> = counter("memento_run
  * @since 0.1.0
  * @category metrics
  */
-export const runsParked: Metric.Metric.Counter<number> = counter("memento_runs_parked", "workflow runs parked as needs_attention or dead")
+export const runsParked: Metric.Metric.Counter<number> = counter(
+  "memento_runs_parked",
+  "workflow runs parked as needs_attention or dead"
+)
 
 /**
  * Runs that reached their deadline (`WorkflowTimeout`); they are also counted as failed or
@@ -84,7 +102,10 @@ export const runsParked: Metric.Metric.Counter<number> = counter("memento_runs_p
  * @since 0.1.0
  * @category metrics
  */
-export const runsTimedOut: Metric.Metric.Counter<number> = counter("memento_runs_timed_out", "workflow runs that reached their deadline")
+export const runsTimedOut: Metric.Metric.Counter<number> = counter(
+  "memento_runs_timed_out",
+  "workflow runs that reached their deadline"
+)
 
 /**
  * Duration of every step attempt that ran its effect (steps, transactions and compensations;
@@ -107,7 +128,10 @@ export const stepDuration: Metric.Metric.Histogram<number> = keyed(
  * @since 0.1.0
  * @category metrics
  */
-export const stepRetries: Metric.Metric.Counter<number> = counter("memento_step_retries", "step attempts retried after a declared error or a step timeout")
+export const stepRetries: Metric.Metric.Counter<number> = counter(
+  "memento_step_retries",
+  "step attempts retried after a declared error or a step timeout"
+)
 
 /**
  * Runs a worker is executing right now (sleeping and waiting runs hold no worker and are not

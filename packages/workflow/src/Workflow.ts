@@ -11,6 +11,7 @@ import { Clock, Context, Duration, Effect, Layer, Schema } from "effect"
 import * as Codec from "./internal/codec.js"
 import * as Run from "./internal/run.js"
 import { WorkflowContext } from "./internal/run.js"
+import * as Tracing from "./Tracing.js"
 import {
   ChildWorkflowFailed,
   JournalDecodeError,
@@ -19,7 +20,6 @@ import {
   StepDefect,
   WorkflowTimeout
 } from "./WorkflowError.js"
-import * as Tracing from "./Tracing.js"
 
 export {
   /**

@@ -13,6 +13,7 @@ import * as Codec from "./internal/codec.js"
 import * as Local from "./internal/local.js"
 import { decodeRunError } from "./internal/engine.js"
 import * as Retention from "./internal/retention.js"
+import * as Tracing from "./Tracing.js"
 import type * as Workflow from "./Workflow.js"
 import { WorkflowConfig } from "./WorkflowConfig.js"
 import {
@@ -38,7 +39,6 @@ import type {
   RunStatus
 } from "./WorkflowStore.js"
 import { parkedStatuses, terminalStatuses, WorkflowStore } from "./WorkflowStore.js"
-import * as Tracing from "./Tracing.js"
 
 /**
  * A started run. `created` is false when the workflow ID already existed (an idempotent start).

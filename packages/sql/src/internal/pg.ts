@@ -1,5 +1,6 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Tracing from "@memento/workflow/Tracing"
 import type { StoreError } from "@memento/workflow/WorkflowError"
 import { InvalidRunState, LeaseLost, RunNotFound } from "@memento/workflow/WorkflowError"
 import type {
@@ -35,7 +36,6 @@ import {
 import { makePrepared } from "./prepared.js"
 import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
 import type { Tables } from "./tables.js"
-import * as Tracing from "@memento/workflow/Tracing"
 
 /** The database clock in epoch milliseconds. */
 const nowMs = "(floor(extract(epoch from clock_timestamp()) * 1000))::bigint"

@@ -1,6 +1,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Fragment } from "@effect/sql/Statement"
+import * as Tracing from "@memento/workflow/Tracing"
 import type { StoreError } from "@memento/workflow/WorkflowError"
 import { InvalidRunState, LeaseLost, RunNotFound } from "@memento/workflow/WorkflowError"
 import type {
@@ -35,7 +36,6 @@ import {
 } from "./common.js"
 import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
 import type { Tables } from "./tables.js"
-import * as Tracing from "@memento/workflow/Tracing"
 
 /** SQLite's clock in epoch milliseconds (stable within one statement). */
 const nowMs = "CAST(unixepoch('subsec') * 1000 AS INTEGER)"

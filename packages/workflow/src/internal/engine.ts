@@ -1,6 +1,7 @@
 import type { Schema as S } from "effect"
 import { Cause, Clock, Duration, Effect, Either, Exit, Fiber, Metric, Option, Schema } from "effect"
 import * as Metrics from "../Metrics.js"
+import * as Tracing from "../Tracing.js"
 import type { HandlerService } from "../Workflow.js"
 import type { Settings } from "../WorkflowConfig.js"
 import type { ParkReason as ParkReasonType } from "../WorkflowError.js"
@@ -18,7 +19,6 @@ import * as Local from "./local.js"
 import type { Hooks, RunState, StopReason } from "./run.js"
 import * as Run from "./run.js"
 import { execute } from "./step.js"
-import * as Tracing from "../Tracing.js"
 
 export { decodeRunError, encodeRunError, RunError } from "./run.js"
 

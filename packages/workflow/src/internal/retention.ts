@@ -1,9 +1,9 @@
 import type { Scope } from "effect"
 import { Clock, Duration, Effect, Schedule } from "effect"
+import * as Tracing from "../Tracing.js"
 import type { StoreError } from "../WorkflowError.js"
 import type { RunStatus } from "../WorkflowStore.js"
 import { terminalStatuses, WorkflowStore } from "../WorkflowStore.js"
-import * as Tracing from "../Tracing.js"
 
 export interface PurgeRequest {
   readonly olderThan: Duration.DurationInput

@@ -2,12 +2,12 @@ import { createHash } from "node:crypto"
 import type { Schedule, Schema } from "effect"
 import { Cause, Clock, Context, Data, Effect, Exit, Metric, Option, Schedule as Sched } from "effect"
 import * as Metrics from "../Metrics.js"
+import * as Tracing from "../Tracing.js"
 import { StepDefect, StepTimeout } from "../WorkflowError.js"
 import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { RunState } from "./run.js"
 import { afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, park } from "./run.js"
-import * as Tracing from "../Tracing.js"
 
 /** What a step attempt can read about itself. */
 export interface StepInfo {
