@@ -82,7 +82,12 @@ export const makePrepared = (sql: SqlClient.SqlClient, prepare: boolean = true) 
     Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) =>
       Option.isSome(transaction)
         ? onConnection<A>(transaction.value[0], text, values)
-        : Effect.scoped(Effect.flatMap(sql.reserve, (connection) => onConnection<A>(connection, text, values))))
+        : Effect.scoped(
+          // Uninterruptible: `@effect/sql-pg` never gives back a connection that the pool hands to a
+          // fiber interrupted while it waited for one; this fiber instead takes it, then its scope
+          // closes and releases it (an interrupt waits at most until a connection is free).
+          Effect.flatMap(Effect.uninterruptible(sql.reserve), (connection) => onConnection<A>(connection, text, values))
+        ))
 }
 
 /** @internal */
