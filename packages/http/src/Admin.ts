@@ -250,6 +250,7 @@ type ClientError =
   | WorkflowError.RunNotFound
   | WorkflowError.InvalidRunState
   | WorkflowError.UnknownStep
+  | WorkflowError.JournalDecodeError
   | WorkflowError.InvalidPayload
   | WorkflowError.PayloadTooLarge
   | WorkflowError.StoreError
@@ -275,6 +276,11 @@ const apiErrors = <A, R>(
       ),
     UnknownStep: (error) =>
       Effect.succeed(problem(400, "Unknown step", error.message, { runId: error.workflowId, steps: error.steps })),
+    // the run's stored journal is damaged (retry cannot plan from it): a state of the run, not of the request
+    JournalDecodeError: (error) =>
+      Effect.succeed(
+        problem(409, "Journal does not decode", error.message, { runId: error.workflowId, stepKey: error.stepKey })
+      ),
     InvalidPayload: (error) => Effect.succeed(problem(400, "Invalid payload", error.message)),
     PayloadTooLarge: (error) => Effect.succeed(problem(413, "Payload too large", error.message)),
     StoreError: (error) => Effect.succeed(problem(503, "Storage unavailable", error.message))

@@ -5,6 +5,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as HttpServer from "@effect/platform/HttpServer"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -435,6 +437,33 @@ describe("Admin API over SQLite", () => {
     }).pipe(
       Effect.scoped,
       Effect.provide(env(control, {}, store)),
+      Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+    )
+  })
+
+  it.live("retrying a run whose stored journal no longer decodes is 409 problem+json naming the step", () => {
+    const control = makeControl()
+    control.noCarrier.add("o-2")
+    const dir = mkdtempSync(join(tmpdir(), "memento-admin-"))
+    const filename = join(dir, "memento.db")
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      yield* client.start(Checkout, { orderId: "o-2", confirm: false })
+      yield* awaitStatus("o-2", "compensated")
+      // damage one journal row behind the store's back (a second connection to the same file)
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`UPDATE memento_journal SET kind = 'bogus' WHERE run_id = 'o-2' AND key = 'charge-card'`
+      }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.orDie)
+
+      const retried = yield* call("POST", "/admin/api/runs/o-2/retry", { body: {} })
+      isProblem(retried, 409)
+      assert.strictEqual(retried.json.title, "Journal does not decode")
+      assert.deepStrictEqual([retried.json.runId, retried.json.stepKey], ["o-2", "charge-card"])
+      assert.strictEqual((yield* client.get("o-2")).status, "compensated", "nothing was changed")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(env(control, {}, SqlStore.layerSqlite({ filename }))),
       Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
     )
   })

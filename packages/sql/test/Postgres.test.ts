@@ -6,7 +6,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import { SqlStore } from "@memento/sql"
-import { LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
+import { JournalDecodeError, LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
 import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
 import { ConfigProvider, Context, Effect, Fiber, Layer, Option, Stream } from "effect"
@@ -407,16 +407,21 @@ describe("SqlStore on Postgres", () => {
   it.scopedLive("a create that asks for a claim inside the caller's transaction creates the run pending, unclaimed", () =>
     Effect.flatMap(storeOn(), claimedCreateInTransaction))
 
-  it.scopedLive("corrupt rows fail with a StoreError naming the run, not a crash", () =>
+  it.scopedLive("corrupt rows fail with a typed error naming the run, not a crash", () =>
     Effect.gen(function*() {
       const { sql, store } = yield* storeOn()
       const run = yield* claimNew(store)
       yield* store.commit(commitOf(run, { entries: [entry("a", 1, "succeeded")] }))
       yield* sql`UPDATE memento_journal SET kind = 'bogus' WHERE run_id = ${run.id}`
+      // the engine's load: damaged data (it parks the run), not a failing store (it would retry)
       const loadError = yield* Effect.flip(store.load(run.id))
-      assert.instanceOf(loadError, StoreError)
+      assert.instanceOf(loadError, JournalDecodeError)
+      assert.strictEqual((loadError as JournalDecodeError).workflowId, run.id)
+      assert.strictEqual((loadError as JournalDecodeError).stepKey, "a")
       assert.include(loadError.message, run.id)
-      assert.strictEqual((loadError as StoreError).operation, "load")
+      const inspectError = yield* Effect.flip(store.inspect(run.id))
+      assert.instanceOf(inspectError, StoreError)
+      assert.strictEqual((inspectError as StoreError).operation, "inspect")
 
       const other = yield* claimNew(store)
       yield* sql`UPDATE memento_runs SET status = 'exploded' WHERE id = ${other.id}`

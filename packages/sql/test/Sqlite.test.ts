@@ -5,7 +5,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import { SqlStore } from "@memento/sql"
-import { LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
+import { JournalDecodeError, LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
 import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
 import * as Statement from "@effect/sql/Statement"
@@ -211,15 +211,20 @@ describe("SqlStore on SQLite", () => {
   it.scopedLive("a create that asks for a claim inside the caller's transaction creates the run pending, unclaimed", () =>
     Effect.flatMap(build(SqlStore.layerSqlite({ filename: tempSqliteFile() })), claimedCreateInTransaction))
 
-  it.scopedLive("corrupt rows fail with a StoreError naming the run, not a crash", () =>
+  it.scopedLive("corrupt rows fail with a typed error naming the run, not a crash", () =>
     Effect.gen(function*() {
       const { sql, store } = yield* build(SqlStore.layerSqlite({ filename: tempSqliteFile() }))
       const run = yield* claimNew(store)
       yield* store.commit(commitOf(run, { entries: [entry("a", 1, "succeeded")] }))
       yield* sql`UPDATE memento_journal SET status = 'half-done' WHERE run_id = ${run.id}`
+      // the engine's load: damaged data (it parks the run), not a failing store (it would retry)
       const loadError = yield* Effect.flip(store.load(run.id))
-      assert.instanceOf(loadError, StoreError)
+      assert.instanceOf(loadError, JournalDecodeError)
+      assert.strictEqual((loadError as JournalDecodeError).workflowId, run.id)
+      assert.strictEqual((loadError as JournalDecodeError).stepKey, "a")
       assert.include(loadError.message, run.id)
+      const inspectCorrupt = yield* Effect.flip(store.inspect(run.id))
+      assert.instanceOf(inspectCorrupt, StoreError)
 
       const other = yield* claimNew(store)
       yield* sql`UPDATE memento_runs SET status = 'exploded' WHERE id = ${other.id}`

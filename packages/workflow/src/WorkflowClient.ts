@@ -184,12 +184,13 @@ export interface Service {
    * replay cannot skip a journaled step, a compensated run therefore re-runs from the earlier of
    * `fromStep` and its first compensated step. Signals consumed by archived waits are delivered
    * again to the re-run. Parked runs are resumed, not retried: other statuses fail with
-   * `InvalidRunState`; an unknown step fails with `UnknownStep` listing the run's steps.
+   * `InvalidRunState`; an unknown step fails with `UnknownStep` listing the run's steps; a stored
+   * journal row that does not decode fails with `JournalDecodeError`.
    */
   readonly retry: (
     id: string,
     options?: RetryOptions
-  ) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | UnknownStep | StoreError>
+  ) => Effect.Effect<RunRecord, RunNotFound | InvalidRunState | UnknownStep | JournalDecodeError | StoreError>
   readonly get: (id: string) => Effect.Effect<RunRecord, RunNotFound | StoreError>
   readonly list: (filter?: ListFilter) => Effect.Effect<RunPage, StoreError>
   /**
@@ -524,7 +525,7 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   const retry = (
     id: string,
     options?: RetryOptions
-  ): Effect.Effect<RunRecord, RunNotFound | InvalidRunState | UnknownStep | StoreError> =>
+  ): Effect.Effect<RunRecord, RunNotFound | InvalidRunState | UnknownStep | JournalDecodeError | StoreError> =>
     Effect.gen(function*() {
       const { entries, run } = yield* store.load(id)
       if (!retryableStatuses.includes(run.status)) {

@@ -13,7 +13,7 @@
  */
 import type { Effect, Option, Stream } from "effect"
 import { Context } from "effect"
-import type { InvalidRunState, LeaseLost, RunNotFound, StoreError } from "./WorkflowError.js"
+import type { InvalidRunState, JournalDecodeError, LeaseLost, RunNotFound, StoreError } from "./WorkflowError.js"
 
 /**
  * @since 0.1.0
@@ -398,8 +398,12 @@ export class WorkflowStore extends Context.Tag("@memento/workflow/WorkflowStore"
   }) => Effect.Effect<ReadonlyArray<string>, StoreError>
   /** Drops a lease without changing the run (graceful shutdown): another worker may claim it. */
   readonly release: (runId: string, epoch: number) => Effect.Effect<void, StoreError>
-  /** The run, its journal and its signals in one call. */
-  readonly load: (runId: string) => Effect.Effect<RunSnapshot, RunNotFound | StoreError>
+  /**
+   * The run, its journal and its signals in one call. A stored row that does not decode fails with
+   * `JournalDecodeError` (damaged data: the engine parks the run), not `StoreError` (the store
+   * failing: retried).
+   */
+  readonly load: (runId: string) => Effect.Effect<RunSnapshot, RunNotFound | JournalDecodeError | StoreError>
   /** One fenced, atomic write. */
   readonly commit: (commit: Commit) => Effect.Effect<CommitResult, LeaseLost | StoreError>
   /**

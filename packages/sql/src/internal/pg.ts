@@ -34,7 +34,15 @@ import {
   uniqueEntries
 } from "./common.js"
 import { makePrepared } from "./prepared.js"
-import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
+import {
+  decodeAlerts,
+  decodeCounts,
+  decodeDetails,
+  decodeRun,
+  decodeRuns,
+  decodeSnapshot,
+  mapSqlError
+} from "./rows.js"
 import type { Tables } from "./tables.js"
 
 /** The database clock in epoch milliseconds. */
@@ -333,13 +341,11 @@ export const make = (
       (SELECT coalesce(json_agg(${runJson("json_build_object", "c")} ORDER BY c.created_at, c.id), '[]'::json)
         FROM ${t.runs} c WHERE c.parent_id = r.id) AS children`
 
-    const detailsRow = (operation: string, runId: string) =>
+    const detailsRow = <E>(operation: string, runId: string, decode: (row: unknown) => Effect.Effect<RunDetails, E>) =>
       Effect.flatMap(
         mapSqlError(operation)(prepared(rows(operation), [runId])),
-        (found): Effect.Effect<RunDetails, RunNotFound | StoreError> =>
-          found.length === 0
-            ? Effect.fail(new RunNotFound({ workflowId: runId }))
-            : decodeDetails(operation, runId)(found[0])
+        (found): Effect.Effect<RunDetails, RunNotFound | E> =>
+          found.length === 0 ? Effect.fail(new RunNotFound({ workflowId: runId })) : decode(found[0])
       )
     const loadText = `SELECT ${rColumns}, ${snapshotColumns} FROM ${t.runs} r WHERE r.id = $1::text`
     const inspectText = `SELECT ${rColumns}, ${snapshotColumns}, ${attemptsColumn}, ${archiveColumns}
@@ -347,7 +353,7 @@ export const make = (
     const rows = (operation: string) => operation === "inspect" ? inspectText : loadText
 
     const load: Store["load"] = (runId) =>
-      detailsRow("load", runId).pipe(
+      detailsRow("load", runId, decodeSnapshot(runId)).pipe(
         Effect.map(({ entries, run, signals }) => ({ run, entries, signals })),
         Tracing.withSpan("SqlStore.load", { captureStackTrace: false })
       )
@@ -609,7 +615,9 @@ export const make = (
 
     const list = makeList(sql, t)
 
-    const inspect: Store["inspect"] = (runId) => detailsRow("inspect", runId).pipe(Tracing.withSpan("SqlStore.inspect"))
+    const inspect: Store["inspect"] = (runId) => detailsRow("inspect", runId, decodeDetails("inspect", runId)).pipe(
+      Tracing.withSpan("SqlStore.inspect")
+    )
 
     const retry: Store["retry"] = ({ archiveKeys, from, runId }) => {
       const keys = JSON.stringify(archiveKeys)

@@ -1,5 +1,5 @@
 import type { SqlError } from "@effect/sql/SqlError"
-import { StoreError } from "@memento/workflow/WorkflowError"
+import { JournalDecodeError, StoreError } from "@memento/workflow/WorkflowError"
 import type {
   AlertRecord,
   ArchivedAttempt,
@@ -412,6 +412,33 @@ export const decodeDetails = (operation: string, runId: string) => (row: unknown
       })
   })
 }
+
+/** The first journal row of `row` that does not decode: its key when it has one. */
+const corruptEntryKey = (row: unknown): string => {
+  if (!isRow(row) || fastRun(row) === undefined) return "(run)"
+  const entries = typeof row.entries === "string" ? parseJsonText(row.entries) : row.entries
+  if (!Array.isArray(entries)) return "(journal)"
+  for (const u of entries) {
+    if (fastEntry(u) === undefined) return isRow(u) && typeof u.key === "string" ? u.key : "(journal)"
+  }
+  return fastArray(row.signals, fastSignal) === undefined ? "(signals)" : "(journal)"
+}
+
+/**
+ * A run's snapshot for the engine (`load`). A row that does not decode is damaged data, which no
+ * retry and no recovery mends: it fails with the `JournalDecodeError` the engine parks the run
+ * `needs_attention` with (naming the run and the journal key), not with a `StoreError`, which the
+ * engine treats as the database failing and retries.
+ *
+ * @internal
+ */
+export const decodeSnapshot = (runId: string) => (row: unknown): Effect.Effect<RunDetails, JournalDecodeError> =>
+  Effect.catchTag(
+    decodeDetails("load", runId)(row),
+    "StoreError",
+    (error) =>
+      Effect.fail(new JournalDecodeError({ workflowId: runId, stepKey: corruptEntryKey(row), message: error.message }))
+  )
 
 const decodeAlertEither = Schema.decodeUnknownEither(AlertRow)
 

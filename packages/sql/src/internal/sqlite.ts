@@ -34,7 +34,15 @@ import {
   uniqueAttempts,
   uniqueEntries
 } from "./common.js"
-import { decodeAlerts, decodeCounts, decodeDetails, decodeRun, decodeRuns, mapSqlError } from "./rows.js"
+import {
+  decodeAlerts,
+  decodeCounts,
+  decodeDetails,
+  decodeRun,
+  decodeRuns,
+  decodeSnapshot,
+  mapSqlError
+} from "./rows.js"
 import type { Tables } from "./tables.js"
 
 /** SQLite's clock in epoch milliseconds (stable within one statement). */
@@ -220,19 +228,22 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
     )
     const rColumns = sql.literal(runColumnList("r"))
 
-    const details = (operation: string, runId: string, withAttempts: boolean) =>
+    const details = <E>(
+      operation: string,
+      runId: string,
+      withAttempts: boolean,
+      decode: (row: unknown) => Effect.Effect<RunDetails, E>
+    ) =>
       sql`SELECT ${rColumns}, ${snapshotColumns}${withAttempts ? sql`, ${inspectColumns}` : sql``}
         FROM ${runs} r WHERE r.id = ${runId}`.pipe(
         mapSqlError(operation),
-        Effect.flatMap((rows): Effect.Effect<RunDetails, RunNotFound | StoreError> =>
-          rows.length === 0
-            ? Effect.fail(new RunNotFound({ workflowId: runId }))
-            : decodeDetails(operation, runId)(rows[0])
+        Effect.flatMap((rows): Effect.Effect<RunDetails, RunNotFound | E> =>
+          rows.length === 0 ? Effect.fail(new RunNotFound({ workflowId: runId })) : decode(rows[0])
         )
       )
 
     const load: Store["load"] = (runId) =>
-      details("load", runId, false).pipe(
+      details("load", runId, false, decodeSnapshot(runId)).pipe(
         Effect.map(({ entries, run, signals }) => ({ run, entries, signals })),
         Tracing.withSpan("SqlStore.load")
       )
@@ -407,7 +418,9 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
 
     const list = makeList(sql, t)
 
-    const inspect: Store["inspect"] = (runId) => details("inspect", runId, true).pipe(Tracing.withSpan("SqlStore.inspect"))
+    const inspect: Store["inspect"] = (runId) => details("inspect", runId, true, decodeDetails("inspect", runId)).pipe(
+      Tracing.withSpan("SqlStore.inspect")
+    )
 
     const retry: Store["retry"] = ({ archiveKeys, from, runId }) =>
       sql.withTransaction(Effect.gen(function*() {

@@ -135,10 +135,15 @@ export const executeRun = (options: {
         Run.retryStore(settings.storeRetry),
         Effect.either
       )
-    // A run whose journal cannot be loaded (an undecodable row) is abandoned like a crash, so it is
-    // parked `dead` below once it reached the recovery limit instead of being claimed forever.
-    if (snapshot._tag === "Left" && run.recoveries < settings.maxRecoveries) {
-      return { _tag: "Abandoned", cause: snapshot.left.message } as const
+    // A run whose journal cannot be loaded because the store keeps failing is abandoned like a crash,
+    // so it is parked `dead` below once it reached the recovery limit instead of being claimed
+    // forever. A stored row that does not decode is damaged data: the run is parked below.
+    const loadFailure = snapshot._tag === "Left" ? snapshot.left : undefined
+    if (
+      loadFailure !== undefined && loadFailure._tag !== "JournalDecodeError" &&
+      run.recoveries < settings.maxRecoveries
+    ) {
+      return { _tag: "Abandoned", cause: loadFailure.message } as const
     }
     const loaded = snapshot._tag === "Right" ? snapshot.right : undefined
     const timeoutMs = workflow.timeout === undefined ? null : Duration.toMillis(workflow.timeout)
@@ -362,6 +367,7 @@ export const executeRun = (options: {
     if (run.recoveries >= settings.maxRecoveries) {
       return yield* settle(parkWith(new RecoveryLimitReached({ workflowId: run.id, recoveries: run.recoveries })))
     }
+    if (loadFailure?._tag === "JournalDecodeError") return yield* settle(parkWith(loadFailure))
     const payload = yield* Codec.decode(workflow.payloadSchema, run.payload).pipe(Effect.either)
     if (payload._tag === "Left") {
       return yield* settle(

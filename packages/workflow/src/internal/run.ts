@@ -498,7 +498,8 @@ export const loadSignals = (state: RunState): Effect.Effect<void> =>
   state.signalsLoaded ? Effect.void : state.store.load(state.runId).pipe(
     retryStore(state.settings.storeRetry),
     Effect.matchEffect({
-      onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
+      onFailure: (error) =>
+        error._tag === "JournalDecodeError" ? park(state, error) : halt(state, { _tag: "Abandon", cause: error.message }),
       onSuccess: (snapshot) =>
         Effect.sync(() => {
           state.signals = snapshot.signals
