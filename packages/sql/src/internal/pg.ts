@@ -451,10 +451,11 @@ export const make = (
     const commitPlain = (commits: ReadonlyArray<Commit>) => {
       // In run ID order, so that batches (and heartbeats) lock the runs they share in one order.
       const input = commits.map(commitRow).sort((a, b) => (a.run_id < b.run_id ? -1 : a.run_id > b.run_id ? 1 : 0))
-      const statement = commits.length === 1
-        ? prepared<CommitOutcome>(commitOneText, [JSON.stringify(input), input[0].run_id])
-        : prepared<CommitOutcome>(commitText, [JSON.stringify(input), input.map((row) => row.run_id)])
-      return statement.pipe(
+      const one = input.length === 1
+      return prepared<CommitOutcome>(one ? commitOneText : commitText, [
+        JSON.stringify(input),
+        one ? input[0].run_id : input.map((row) => row.run_id)
+      ]).pipe(
         Effect.map((outcomes) => {
           const byIndex = new Map(outcomes.map((outcome) => [outcome.i, outcome]))
           return commits.map((c, i): Exit.Exit<CommitResult, LeaseLost> => {
