@@ -102,7 +102,12 @@ describe("engine on Postgres: statements", () => {
       )
     }), 60_000)
 
-  it.scopedLive("with the worker in the client's process, a 3-step execute costs 5 statements: the create claims, 3 step commits, the finish", () =>
+  // With one slot the next execute follows its predecessor's result at once: the slot must be free
+  // by then (the worker frees it at the final commit), or the run is created pending and claimed.
+  it.scopedLive.each([
+    { slots: "ten slots", concurrency: 10 },
+    { slots: "one slot", concurrency: 1 }
+  ])("with the worker ($slots) in the client's process, a 3-step execute costs 5 statements: the create claims, 3 step commits, the finish", ({ concurrency }) =>
     Effect.gen(function*() {
       const id = ns()
       const { implementations, Three } = threeSteps(`local-${id}`)
@@ -114,6 +119,7 @@ describe("engine on Postgres: statements", () => {
           workerLayer({
             workflows: [Three],
             implementations,
+            concurrency,
             settings: { pollMs: 60_000, heartbeatMs: 60_000, leaseMs: 120_000 }
           }),
           WorkflowClient.layer
@@ -124,19 +130,25 @@ describe("engine on Postgres: statements", () => {
       assert.strictEqual(yield* client.execute(Three, 0, { id: `local-${id}-warm-up` }).pipe(Effect.timeout("20 seconds")), 3)
       yield* Effect.sleep("100 millis")
 
+      // The executes follow one another at once (the checks come after): with one slot, the next
+      // execute needs the slot its predecessor just finished with. No `Effect.timeout` around them
+      // either (the test's own timeout bounds them): its extra fiber would also give the worker time
+      // to free the slot, and hide a slot freed too late.
+      const counts: Array<ReadonlyArray<string>> = []
       for (let i = 1; i <= 5; i++) {
-        const runId = `local-${id}-${i}`
-        const [value, statements] = yield* counted.log.count(
-          client.execute(Three, i, { id: runId }).pipe(Effect.timeout("20 seconds"))
-        )
+        const [value, statements] = yield* counted.log.count(client.execute(Three, i, { id: `local-${id}-${i}` }))
         assert.strictEqual(value, i + 3)
+        counts.push(statements)
+      }
+      for (let i = 1; i <= 5; i++) {
+        const statements = counts[i - 1]
         const listing = statements.map((text) => text.slice(0, 100)).join("\n")
         // the create (which claims the run for the local worker), one commit per step, the finish:
         // no claim, no journal load, no read of the result
-        assert.strictEqual(statements.length, 5, listing)
+        assert.strictEqual(statements.length, 5, `run ${i}:\n${listing}`)
         assert.match(statements[0], /INSERT INTO/i, listing)
         assert.isFalse(statements.some((text) => text.includes("SKIP LOCKED")), listing)
-        const run = yield* client.get(runId)
+        const run = yield* client.get(`local-${id}-${i}`)
         assert.strictEqual(run.status, "succeeded")
         assert.strictEqual(run.epoch, 1, "claimed once, by the create")
         assert.strictEqual(run.recoveries, 0)

@@ -152,17 +152,22 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
           fiber: undefined
         }
         active.set(run.id, slot)
+        // The slot is free once the final commit released the run's lease, although the run's
+        // fiber still has its metrics to update: see `released`.
+        const free = () => {
+          if (active.get(run.id) === slot) active.delete(run.id)
+        }
         const handler = handlers.get(run.workflow)!
         slot.fiber = yield* Effect.suspend(() => {
           Local.executing(store, run.id)
-          return Engine.executeRun({ run, handler, store, settings, hooks })
+          return Engine.executeRun({ run, handler, store, settings, hooks, released: free })
         }).pipe(
           Effect.tap((outcome) =>
             outcome._tag === "Suspended" && outcome.runnableAt !== null ? wakeAt(outcome.runnableAt) : Effect.void
           ),
           Effect.ensuring(Effect.suspend(() => {
             Local.stopped(store, run.id)
-            if (active.get(run.id) === slot) active.delete(run.id)
+            free()
             return backlog ? notify : Effect.void
           })),
           Effect.forkIn(runScope)

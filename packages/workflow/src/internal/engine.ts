@@ -119,6 +119,12 @@ export const executeRun = (options: {
   readonly store: WorkflowStore["Type"]
   readonly settings: Settings
   readonly hooks: Hooks["Type"]
+  /**
+   * Called once the final commit released the run, before the waiters of this process are told:
+   * the worker frees the run's slot there, so that a caller who starts its next run as soon as this
+   * one's result arrives finds the slot free, and the run is handed over instead of claimed later.
+   */
+  readonly released?: (() => void) | undefined
 }): Effect.Effect<Outcome> =>
   Effect.gen(function*() {
     const { handler, hooks, run, settings, store } = options
@@ -197,7 +203,8 @@ export const executeRun = (options: {
           ...change,
           ...(signal === undefined ? {} : { signal })
         })
-        // committed: waiters in this process get the final record without reading it back
+        // committed and released: waiters in this process get the final record without reading it back
+        options.released?.()
         Local.finished(store, {
           ...run,
           status,
