@@ -1,13 +1,20 @@
 /**
- * The dashboard in a real browser: headless Chromium (the Debian `chromium` package at
- * /usr/bin/chromium) driven by playwright-core against a real server with a MemoryStore and a
- * Worker running the checkout saga. It filters and pages the runs list, opens a compensated run,
- * checks the SVG timeline (a bar per step and compensation, the failed attempts in red with their
- * error), saves a screenshot to test/screenshots/compensated-run.png (git-ignored; the copy in the
- * README is docs/dashboard-compensated-run.png), shows retried generations greyed, cancels a run
- * with the page's button, and checks that run data cannot inject HTML.
+ * The dashboard in a real browser: headless Chromium driven by playwright-core against a real
+ * server with a MemoryStore and a Worker running the checkout saga. It filters and pages the runs
+ * list, opens a compensated run, checks the SVG timeline (a bar per step and compensation, the
+ * failed attempts in red with their error), saves a screenshot to test/screenshots/compensated-run.png
+ * (git-ignored; the copy in the README is docs/dashboard-compensated-run.png), shows retried
+ * generations greyed, cancels a run with the page's button, and checks that run data cannot inject
+ * HTML.
+ *
+ * The browser is the Chromium build that the `@sparticuz/chromium` devDependency ships inside its
+ * npm package (so `npm test` needs nothing installed), unpacked once into
+ * node_modules/.cache/memento-chromium; `CHROMIUM_PATH` picks another Chromium instead (Debian's
+ * `/usr/bin/chromium`, say).
  */
 import { existsSync, mkdirSync } from "node:fs"
+import { createRequire } from "node:module"
+import { join, sep } from "node:path"
 import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { Admin, Dashboard } from "@memento/http"
@@ -18,20 +25,59 @@ import type { Browser, Page } from "playwright-core"
 import { chromium } from "playwright-core"
 import { awaitStatus, baseUrl, Checkout, env, makeControl } from "./adminFixtures.js"
 
-const executablePath = "/usr/bin/chromium"
 const screenshots = fileURLToPath(new URL("./screenshots/", import.meta.url))
 
-/** A headless Chromium for the test's scope; a clear failure (not a skip) when it is not installed. */
+/**
+ * The bundled Chromium: `@sparticuz/chromium` unpacks it into the system's temporary folder as it
+ * finds it when called (and reuses what is there); pointed at a cache folder of node_modules, it
+ * leaves nothing in /tmp and is removed with node_modules.
+ */
+const bundledChromium = async (): Promise<string> => {
+  const entry = createRequire(import.meta.url).resolve("@sparticuz/chromium")
+  const nodeModules = entry.slice(0, entry.lastIndexOf(`${sep}@sparticuz${sep}`))
+  const cache = join(nodeModules, ".cache", "memento-chromium")
+  mkdirSync(cache, { recursive: true })
+  const { default: Bundled } = await import("@sparticuz/chromium")
+  const tmpdir = process.env.TMPDIR
+  process.env.TMPDIR = cache
+  try {
+    return await Bundled.executablePath()
+  } finally {
+    if (tmpdir === undefined) delete process.env.TMPDIR
+    else process.env.TMPDIR = tmpdir
+  }
+}
+
+/** A headless Chromium for the test's scope; a clear failure (not a skip) when it cannot start. */
 const browser = Effect.acquireRelease(
-  Effect.suspend(() => {
-    if (!existsSync(executablePath)) {
-      return Effect.dieMessage(
-        `the dashboard test needs Chromium at ${executablePath}: install Debian's package ` +
-          `(apt-get install chromium); playwright-core drives it with executablePath`
+  Effect.tryPromise({
+    try: async () => {
+      const configured = process.env.CHROMIUM_PATH
+      if (configured !== undefined && configured !== "" && !existsSync(configured)) {
+        throw new Error(`CHROMIUM_PATH is ${configured}, which does not exist`)
+      }
+      const executablePath = configured !== undefined && configured !== "" ? configured : await bundledChromium()
+      return await chromium.launch({
+        executablePath,
+        // no sandbox (tests may run as root); nothing that reaches for Google's hosts, which a
+        // closed network refuses
+        args: [
+          "--no-sandbox",
+          "--disable-gpu",
+          "--no-first-run",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--disable-sync"
+        ],
+        headless: true
+      })
+    },
+    catch: (error) =>
+      new Error(
+        `the dashboard test could not start Chromium (the @sparticuz/chromium build, or CHROMIUM_PATH): ` +
+          `${error instanceof Error ? error.message : String(error)}`
       )
-    }
-    return Effect.promise(() => chromium.launch({ executablePath, args: ["--no-sandbox"], headless: true }))
-  }),
+  }).pipe(Effect.orDie),
   (browser: Browser) => Effect.promise(() => browser.close())
 )
 
