@@ -57,6 +57,8 @@ interface Phase {
   cpuMs: number
   readonly latencies: Array<number>
   readonly counts: Record<string, number>
+  /** Each block's median latency and units per second, in the order the blocks ran. */
+  readonly blocks: Array<{ readonly median: number; readonly perSecond: number }>
 }
 
 const phase = (name: string, concurrency: number): Phase => ({
@@ -66,7 +68,8 @@ const phase = (name: string, concurrency: number): Phase => ({
   elapsedMs: 0,
   cpuMs: 0,
   latencies: [],
-  counts: {}
+  counts: {},
+  blocks: []
 })
 
 const total = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0)
@@ -83,6 +86,7 @@ const runBlock = <E, R>(
     counter.reset()
     if (TRACE) counter.trace(true)
     const cpu0 = process.cpuUsage()
+    const firstLatency = into.latencies.length
     const start = performance.now()
     yield* Effect.forEach(
       Array.from({ length: n }, (_, i) => from + i),
@@ -100,6 +104,7 @@ const runBlock = <E, R>(
     into.n += n
     into.elapsedMs += elapsed
     into.cpuMs += (cpu.user + cpu.system) / 1000
+    into.blocks.push({ median: median(into.latencies.slice(firstLatency)), perSecond: (n * 1000) / elapsed })
     for (const [kind, count] of Object.entries(counter.snapshot())) into.counts[kind] = (into.counts[kind] ?? 0) + count
     for (const text of counter.others()) log(`${into.name}: unclassified statement: ${text}`)
     if (TRACE) {
@@ -315,6 +320,12 @@ const report = (r: Results): string => {
   )
   const seqRatio = median(r.memSeq.latencies) / median(r.rawSeq.latencies)
   const concRatio = rate(r.memConc) / rate(r.rawConc)
+  // the ratio of each block with the raw block run just before it: how much the ratio moves with
+  // the machine during one run
+  const perBlock = (memento: Phase, raw: Phase, ratio: (m: Phase["blocks"][number], r: Phase["blocks"][number]) => number) =>
+    memento.blocks.map((block, i) => `${fmt(ratio(block, raw.blocks[i]))}×`).join(", ")
+  const seqBlocks = perBlock(r.memSeq, r.rawSeq, (m, raw) => m.median / raw.median)
+  const concBlocks = perBlock(r.memConc, r.rawConc, (m, raw) => m.perSecond / raw.perSecond)
   const p = (values: ReadonlyArray<number>, q: number) => fmt(percentile(values, q))
   const line = (label: string, values: ReadonlyArray<number>) => [
     label,
@@ -380,6 +391,7 @@ const report = (r: Results): string => {
     main,
     "",
     `- Memento/raw: sequential median latency **${fmt(seqRatio)}×**, concurrent throughput **${fmt(concRatio)}×**`,
+    `- The same ratios block by block (each Memento block against the raw block just before it): sequential ${seqBlocks}; concurrent ${concBlocks}`,
     `- Statements per workflow, seq: ${statements(r.memSeq)}`,
     `- Statements per workflow, conc: ${statements(r.memConc)}`,
     "",
