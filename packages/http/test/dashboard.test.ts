@@ -74,7 +74,8 @@ const browser = Effect.acquireRelease(
     },
     catch: (error) =>
       new Error(
-        `the dashboard test could not start Chromium (the @sparticuz/chromium build, or CHROMIUM_PATH): ` +
+        `the dashboard test could not start Chromium (the @sparticuz/chromium build, unpacked into ` +
+          `node_modules/.cache/memento-chromium: delete that folder to unpack it again; or CHROMIUM_PATH): ` +
           `${error instanceof Error ? error.message : String(error)}`
       )
   }).pipe(Effect.orDie),
