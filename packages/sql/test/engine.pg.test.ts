@@ -134,14 +134,14 @@ describe("engine on Postgres: statements", () => {
       // execute needs the slot its predecessor just finished with. No `Effect.timeout` around them
       // either (the test's own timeout bounds them): its extra fiber would also give the worker time
       // to free the slot, and hide a slot freed too late.
-      const counts: Array<ReadonlyArray<string>> = []
+      const statementsOfRun: Array<ReadonlyArray<string>> = []
       for (let i = 1; i <= 5; i++) {
         const [value, statements] = yield* counted.log.count(client.execute(Three, i, { id: `local-${id}-${i}` }))
         assert.strictEqual(value, i + 3)
-        counts.push(statements)
+        statementsOfRun.push(statements)
       }
       for (let i = 1; i <= 5; i++) {
-        const statements = counts[i - 1]
+        const statements = statementsOfRun[i - 1]
         const listing = statements.map((text) => text.slice(0, 100)).join("\n")
         // the create (which claims the run for the local worker), one commit per step, the finish:
         // no claim, no journal load, no read of the result
