@@ -120,36 +120,41 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
   const leased = (run: RunRecord, epoch: number, now: number): boolean =>
     run.epoch === epoch && run.leaseOwner !== null && run.leaseExpiresAt !== null && run.leaseExpiresAt > now
 
+  const insert = (input: NewRun, now: number): RunRecord => {
+    const run: RunRecord = {
+      id: input.id,
+      workflow: input.workflow,
+      status: input.claim === undefined ? "pending" : "running",
+      payload: input.payload,
+      output: null,
+      error: null,
+      epoch: input.claim === undefined ? 0 : 1,
+      leaseOwner: input.claim?.workerId ?? null,
+      leaseExpiresAt: input.claim === undefined ? null : now + input.claim.leaseMs,
+      runnableAt: now,
+      cancelRequested: false,
+      recoveries: 0,
+      parentId: input.parentId ?? null,
+      createdAt: now,
+      updatedAt: now,
+      completedAt: null
+    }
+    runs.set(run.id, {
+      run,
+      entries: new Map(),
+      attempts: new Map(),
+      signals: new Map(),
+      archivedEntries: [],
+      archivedAttempts: []
+    })
+    return run
+  }
+
   const create = (input: NewRun) =>
     atomically((now) => {
       const existing = runs.get(input.id)
       if (existing !== undefined) return Effect.succeed({ run: existing.run, created: false })
-      const run: RunRecord = {
-        id: input.id,
-        workflow: input.workflow,
-        status: input.claim === undefined ? "pending" : "running",
-        payload: input.payload,
-        output: null,
-        error: null,
-        epoch: input.claim === undefined ? 0 : 1,
-        leaseOwner: input.claim?.workerId ?? null,
-        leaseExpiresAt: input.claim === undefined ? null : now + input.claim.leaseMs,
-        runnableAt: now,
-        cancelRequested: false,
-        recoveries: 0,
-        parentId: input.parentId ?? null,
-        createdAt: now,
-        updatedAt: now,
-        completedAt: null
-      }
-      runs.set(run.id, {
-        run,
-        entries: new Map(),
-        attempts: new Map(),
-        signals: new Map(),
-        archivedEntries: [],
-        archivedAttempts: []
-      })
+      const run = insert(input, now)
       return Effect.as(input.claim === undefined ? publish([runnableChanged(run)]) : Effect.void, { run, created: true })
     })
 
@@ -217,6 +222,11 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
 
   const commit = (c: Commit) =>
     atomically((now) => {
+      if (c.create !== undefined) {
+        if (runs.has(c.runId) || c.epoch !== 1) return Effect.fail(new LeaseLost({ workflowId: c.runId, epoch: c.epoch }))
+        const { payload, workerId, workflow } = c.create
+        insert({ id: c.runId, workflow, payload, claim: { workerId, leaseMs: c.leaseMs } }, now)
+      }
       const state = runs.get(c.runId)
       if (state === undefined || !leased(state.run, c.epoch, now)) {
         return Effect.fail(new LeaseLost({ workflowId: c.runId, epoch: c.epoch }))

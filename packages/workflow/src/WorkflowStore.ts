@@ -301,6 +301,24 @@ export interface Commit {
   readonly entries: ReadonlyArray<JournalEntry>
   readonly attempts: ReadonlyArray<AttemptRecord>
   readonly transition?: RunTransition | undefined
+  /**
+   * The run is not stored yet: the same atomic write creates it, as `create` with `claim` would
+   * (status `running`, lease held by `workerId`, `epoch` which must be 1, no parent), and applies
+   * the rest of the commit to it. If a run with this ID exists, nothing is written and the commit
+   * fails with `LeaseLost`. It saves a worker of the caller's process the create's round trip: the
+   * create is written with the run's first journal write, before any step runs.
+   */
+  readonly create?: CommitCreate | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface CommitCreate {
+  readonly workflow: string
+  readonly payload: string
+  readonly workerId: string
 }
 
 /**

@@ -24,7 +24,7 @@ import type {
   SignalDelivery
 } from "@memento/workflow/WorkflowStore"
 import { allStatuses, WorkflowStore } from "@memento/workflow/WorkflowStore"
-import { Clock, Effect, Fiber, Option, Stream, TestClock, TestServices } from "effect"
+import { Cause, Clock, Effect, Fiber, Option, Stream, TestClock, TestServices } from "effect"
 import type { Layer } from "effect"
 
 type Store = WorkflowStore["Type"]
@@ -381,6 +381,175 @@ export const storeSuite = (
         yield* store.create({ id: `plain-${ns}`, workflow, payload: "{}" })
         const received = yield* realTime(Effect.timeout(Fiber.join(events), "5 seconds"))
         assert.strictEqual(received.length, 1)
+      }))
+
+    it.effect("a commit with create stores the run claimed, with its journal rows, in one write", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const workflow = `wf-${ns}`
+        const runId = `run-${ns}`
+        const now = yield* Clock.currentTimeMillis
+        const result = yield* store.commit({
+          runId,
+          epoch: 1,
+          leaseMs: short,
+          entries: [entry("a", 1, "started")],
+          attempts: [attempt("a", 1)],
+          create: { workflow, payload: "[7]", workerId: "worker-a" }
+        })
+        assert.deepStrictEqual(result, { cancelRequested: false })
+        const details = yield* store.inspect(runId)
+        assert.deepStrictEqual(details.entries, [entry("a", 1, "started")])
+        assert.deepStrictEqual(details.attempts, [attempt("a", 1)])
+        const run = details.run
+        assert.deepStrictEqual({ ...run, createdAt: 0, updatedAt: 0, runnableAt: 0, leaseExpiresAt: 0 }, {
+          id: runId,
+          workflow,
+          status: "running",
+          payload: "[7]",
+          output: null,
+          error: null,
+          epoch: 1,
+          leaseOwner: "worker-a",
+          leaseExpiresAt: 0,
+          runnableAt: 0,
+          cancelRequested: false,
+          recoveries: 0,
+          parentId: null,
+          createdAt: 0,
+          updatedAt: 0,
+          completedAt: null
+        })
+        assert.strictEqual(run.leaseExpiresAt, run.createdAt + short)
+        assert.strictEqual(run.runnableAt, run.createdAt)
+        if (!live) assert.strictEqual(run.createdAt, now)
+        // held: nobody else claims it, and its owner goes on committing under epoch 1
+        assert.deepStrictEqual(yield* claimOne(store, run, "worker-b", long), [])
+        yield* store.commit(commitOf(run, { leaseMs: short, entries: [entry("a", 1, "succeeded")] }))
+        // the owner died: the lease expires and another worker recovers the run, as after a create with claim
+        yield* expireShort
+        const [recovered] = yield* claimOne(store, run, "worker-b", long)
+        assert.strictEqual(recovered.epoch, 2)
+        assert.strictEqual(recovered.recoveries, 1)
+        assertLeaseLost(yield* Effect.flip(store.commit(commitOf(run))), runId, 1)
+      }))
+
+    it.effect("a commit with create applies its transition to the new run (a run done in one write)", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const runId = `run-${ns}`
+        const finished = yield* store.events.pipe(
+          Stream.filter((event) => event._tag === "RunFinished" && event.runId === runId),
+          Stream.runHead,
+          Effect.fork
+        )
+        yield* realTime(Effect.sleep(live ? "500 millis" : "20 millis"))
+        yield* store.commit({
+          runId,
+          epoch: 1,
+          leaseMs: long,
+          entries: [entry("a", 1, "succeeded")],
+          attempts: [attempt("a", 1, { outcome: "succeeded", endedAt: 1_100 })],
+          transition: transition("failed", { output: null, error: "\"no\"" }),
+          create: { workflow: `wf-${ns}`, payload: "{}", workerId: "worker-a" }
+        })
+        const run = yield* getRun(store, runId)
+        assert.strictEqual(run.status, "failed")
+        assert.strictEqual(run.error, "\"no\"")
+        assert.isNull(run.leaseOwner)
+        assert.isNull(run.leaseExpiresAt)
+        assert.isNull(run.runnableAt)
+        assert.isNotNull(run.completedAt)
+        const event = yield* realTime(Effect.timeout(Fiber.join(finished), "5 seconds"))
+        assert.deepStrictEqual(Option.getOrNull(event), { _tag: "RunFinished", runId })
+        const alerts = yield* store.alerts(runId)
+        assert.deepStrictEqual(alerts.map((alert) => [alert.id, alert.status, alert.error]), [
+          [`${runId}/1/failed`, "failed", "\"no\""]
+        ])
+
+        // a sleeping run: released, claimable when due
+        const sleeper = `sleeper-${ns}`
+        const now = yield* Clock.currentTimeMillis
+        yield* store.commit({
+          runId: sleeper,
+          epoch: 1,
+          leaseMs: long,
+          entries: [entry("nap", 1, "started", { kind: "sleep" })],
+          attempts: [],
+          transition: transition("sleeping", { runnableAt: now + 60_000 }),
+          create: { workflow: `sleepy-${ns}`, payload: "{}", workerId: "worker-a" }
+        })
+        const sleeping = yield* getRun(store, sleeper)
+        assert.strictEqual(sleeping.status, "sleeping")
+        assert.strictEqual(sleeping.runnableAt, now + 60_000)
+        assert.isNull(sleeping.leaseOwner)
+        assert.deepStrictEqual(yield* claimOne(store, sleeping, "worker-b"), [])
+      }))
+
+    it.effect("a commit with create of an existing run fails with LeaseLost and writes nothing", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const { run } = yield* store.create({ id: `run-${ns}`, workflow: `wf-${ns}`, payload: "\"first\"" })
+        const before = yield* store.inspect(run.id)
+        const commit: Commit = {
+          runId: run.id,
+          epoch: 1,
+          leaseMs: long,
+          entries: [entry("a", 1, "started")],
+          attempts: [attempt("a", 1)],
+          create: { workflow: `other-${ns}`, payload: "\"second\"", workerId: "worker-a" }
+        }
+        assertLeaseLost(yield* Effect.flip(store.commit(commit)), run.id, 1)
+        assert.deepStrictEqual(yield* store.inspect(run.id), before)
+        // nor inside a transaction, whose effect's writes are then rolled back where the store can
+        assertLeaseLost(yield* Effect.flip(store.transaction(Effect.succeed(1), () => commit)), run.id, 1)
+        assert.deepStrictEqual(yield* store.inspect(run.id), before)
+        // and a claimed run (epoch 1, held) is not overwritten either
+        const claimed = yield* claimedRun(store)
+        const held = yield* store.inspect(claimed.id)
+        assertLeaseLost(yield* Effect.flip(store.commit({ ...commit, runId: claimed.id })), claimed.id, 1)
+        assert.deepStrictEqual(yield* store.inspect(claimed.id), held)
+      }))
+
+    it.effect("concurrent commits creating one run: one creates it, the others fail with LeaseLost", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const ns = namespace()
+        const runId = `run-${ns}`
+        const others = yield* Effect.forEach(Array.from({ length: 8 }, (_, i) => i), (i) =>
+          store.create({ id: `other-${ns}-${i}`, workflow: `wf-${ns}`, payload: "{}" }).pipe(
+            Effect.zipRight(store.claim({ workerId: `w${i}`, workflows: [`wf-${ns}`], limit: 1, leaseMs: long }))
+          ))
+        const exits = yield* Effect.all(
+          [
+            ...Array.from({ length: 20 }, (_, i) =>
+              store.commit({
+                runId,
+                epoch: 1,
+                leaseMs: long,
+                entries: [entry("a", 1, "started", { meta: String(i) })],
+                attempts: [],
+                create: { workflow: `wf-${ns}`, payload: String(i), workerId: `worker-${i}` }
+              })),
+            // commits of runs that exist, in the same batches where the store batches
+            ...others.flat().map((run) => store.commit(commitOf(run, { entries: [entry("b", 1, "started")] })))
+          ].map(Effect.exit),
+          { concurrency: "unbounded" }
+        )
+        const creating = exits.slice(0, 20)
+        assert.strictEqual(creating.filter((exit) => exit._tag === "Success").length, 1)
+        for (const exit of creating) {
+          if (exit._tag === "Failure") assertLeaseLost(Option.getOrThrow(Cause.failureOption(exit.cause)), runId, 1)
+        }
+        assert.isTrue(exits.slice(20).every((exit) => exit._tag === "Success"))
+        const winner = creating.findIndex((exit) => exit._tag === "Success")
+        const details = yield* store.inspect(runId)
+        assert.strictEqual(details.run.payload, String(winner))
+        assert.strictEqual(details.run.leaseOwner, `worker-${winner}`)
+        assert.deepStrictEqual(details.entries.map((e) => e.meta), [String(winner)])
       }))
 
     it.effect("heartbeat extends only the leases the worker still holds", () =>

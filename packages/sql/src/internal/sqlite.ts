@@ -299,6 +299,16 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
           if (tr.error !== undefined) sets.push(sql`error = ${tr.error}`)
           sets.push(isEnded(tr.status) ? sql`completed_at = ${now}` : sql`completed_at = NULL`)
         }
+        if (c.create !== undefined) {
+          // A run not stored yet: created claimed at epoch 1, then the fenced update below applies to it.
+          const created = c.epoch !== 1 ? [] : yield* sql`INSERT INTO ${runs}
+              (id, workflow, status, payload, runnable_at, created_at, updated_at, epoch, lease_owner, lease_expires_at)
+            VALUES (${c.runId}, ${c.create.workflow}, 'running', ${c.create.payload}, ${now}, ${now}, ${now}, 1,
+              ${c.create.workerId}, ${now} + ${c.leaseMs})
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id`
+          if (created.length === 0) return yield* new LeaseLost({ workflowId: c.runId, epoch: c.epoch })
+        }
         const fenced = yield* sql<
           {
             readonly cancel_requested: number
