@@ -107,7 +107,7 @@ describe("engine on Postgres: statements", () => {
   it.scopedLive.each([
     { slots: "ten slots", concurrency: 10 },
     { slots: "one slot", concurrency: 1 }
-  ])("with the worker ($slots) in the client's process, a 3-step execute costs 5 statements: the create claims, 3 step commits, the finish", ({ concurrency }) =>
+  ])("with the worker ($slots) in the client's process, a 3-step execute costs 4 statements: the create with the first step's start, 2 step commits, the finish", ({ concurrency }) =>
     Effect.gen(function*() {
       const id = ns()
       const { implementations, Three } = threeSteps(`local-${id}`)
@@ -143,15 +143,19 @@ describe("engine on Postgres: statements", () => {
       for (let i = 1; i <= 5; i++) {
         const statements = statementsOfRun[i - 1]
         const listing = statements.map((text) => text.slice(0, 100)).join("\n")
-        // the create (which claims the run for the local worker), one commit per step, the finish:
-        // no claim, no journal load, no read of the result
-        assert.strictEqual(statements.length, 5, `run ${i}:\n${listing}`)
-        assert.match(statements[0], /INSERT INTO/i, listing)
+        // the first step's start marker creates the run (claimed by the local worker); a commit at
+        // each later step (the previous result and the next start), the finish with the last
+        // result: no separate create, no claim, no journal load, no read of the result
+        assert.strictEqual(statements.length, 4, `run ${i}:\n${listing}`)
+        assert.match(statements[0], /INSERT INTO \S*runs/i, listing)
+        assert.isTrue(statements.slice(1).every((text) => /UPDATE \S*runs/i.test(text)), listing)
         assert.isFalse(statements.some((text) => text.includes("SKIP LOCKED")), listing)
-        const run = yield* client.get(`local-${id}-${i}`)
-        assert.strictEqual(run.status, "succeeded")
-        assert.strictEqual(run.epoch, 1, "claimed once, by the create")
-        assert.strictEqual(run.recoveries, 0)
+        const details = yield* client.inspect(`local-${id}-${i}`)
+        assert.strictEqual(details.run.status, "succeeded")
+        assert.strictEqual(details.run.epoch, 1, "claimed once, by its creation")
+        assert.strictEqual(details.run.recoveries, 0)
+        assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`), ["a:succeeded", "b:succeeded", "c:succeeded"])
+        assert.deepStrictEqual(details.attempts.map((a) => `${a.key}:${a.outcome}`), ["a:succeeded", "b:succeeded", "c:succeeded"])
       }
     }), 60_000)
 })

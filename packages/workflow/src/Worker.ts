@@ -16,7 +16,7 @@ import { Hooks } from "./internal/run.js"
 import type * as Workflow from "./Workflow.js"
 import type { PeriodicPurgeOptions } from "./WorkflowClient.js"
 import { WorkflowConfig } from "./WorkflowConfig.js"
-import type { RunRecord } from "./WorkflowStore.js"
+import type { CommitCreate, RunRecord } from "./WorkflowStore.js"
 import { WorkflowStore } from "./WorkflowStore.js"
 
 /**
@@ -35,6 +35,15 @@ export interface Options<W extends ReadonlyArray<Workflow.Any>> {
    * then every `every`. Off by default. Several workers may purge at the same time.
    */
   readonly purge?: PeriodicPurgeOptions | undefined
+}
+
+/** A run a client of this process handed over; `create` when it is not stored yet. */
+interface HandedOver {
+  readonly run: RunRecord
+  readonly create: {
+    readonly commit: CommitCreate
+    readonly created: (created: boolean) => void
+  } | undefined
 }
 
 /**
@@ -58,7 +67,12 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
     const workerId = options.workerId ??
       `${hostname()}-${process.pid}-${(yield* Random.nextIntBetween(0, 2 ** 31)).toString(36)}`
     const concurrency = Math.max(1, options.concurrency ?? 10)
-    const active = new Map<string, { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined }>()
+    // `stored` is false while a run handed over before it was stored waits for its first commit:
+    // it has no lease to extend yet.
+    const active = new Map<
+      string,
+      { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined; stored: boolean }
+    >()
     const wake = yield* Queue.sliding<void>(1)
     const scope = yield* Effect.scope
     const notify = Queue.offer(wake, undefined)
@@ -82,7 +96,7 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
 
     // Heartbeats: extend the leases held; a run whose lease is gone is stopped at once.
     yield* Effect.gen(function*() {
-      const runs = [...active].map(([id, { epoch }]) => ({ id, epoch }))
+      const runs = [...active].flatMap(([id, { epoch, stored }]) => stored ? [{ id, epoch }] : [])
       if (runs.length === 0) return
       const held = new Set(yield* store.heartbeat({ workerId, runs, leaseMs: settings.leaseMs }))
       for (const run of runs) {
@@ -108,10 +122,10 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
           Effect.timeout(Duration.millis(settings.shutdownGraceMs)),
           Effect.ignore
         )
-        yield* Effect.forEach([...active], ([id, { epoch, fiber }]) =>
+        yield* Effect.forEach([...active], ([id, slot]) =>
           Effect.gen(function*() {
-            if (fiber !== undefined) yield* fiber.interruptAsFork(fiber.id())
-            yield* Effect.ignore(store.release(id, epoch))
+            if (slot.fiber !== undefined) yield* slot.fiber.interruptAsFork(slot.fiber.id())
+            if (slot.stored) yield* Effect.ignore(store.release(id, slot.epoch))
           }), { discard: true })
       })
     )
@@ -120,7 +134,7 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
     // slot is reserved before the create, and the run starts here, in the worker's own context.
     let reserved = 0
     let accepting = true
-    const handedOver = yield* Queue.unbounded<RunRecord>()
+    const handedOver = yield* Queue.unbounded<HandedOver>()
     const local: Local.LocalWorker = {
       workerId,
       leaseMs: settings.leaseMs,
@@ -134,7 +148,13 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         reserved--
       },
       handOver: (run) => {
-        if (!Queue.unsafeOffer(handedOver, run)) reserved--
+        if (!Queue.unsafeOffer(handedOver, { run, create: undefined })) reserved--
+      },
+      handOverNew: (run, commit, created) => {
+        if (!Queue.unsafeOffer(handedOver, { run, create: { commit, created } })) {
+          reserved--
+          created(false)
+        }
       }
     }
 
@@ -145,11 +165,12 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         Effect.asVoid
       )
 
-    const start = (run: RunRecord) =>
+    const start = (run: RunRecord, create?: HandedOver["create"]) =>
       Effect.gen(function*() {
-        const slot: { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined } = {
+        const slot: { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined; stored: boolean } = {
           epoch: run.epoch,
-          fiber: undefined
+          fiber: undefined,
+          stored: create === undefined
         }
         active.set(run.id, slot)
         // The slot is free once the final commit released the run's lease, although the run's
@@ -160,7 +181,21 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         const handler = handlers.get(run.workflow)!
         slot.fiber = yield* Effect.suspend(() => {
           Local.executing(store, run.id)
-          return Engine.executeRun({ run, handler, store, settings, hooks, released: free })
+          return Engine.executeRun({
+            run,
+            handler,
+            store,
+            settings,
+            hooks,
+            released: free,
+            create: create === undefined ? undefined : {
+              commit: create.commit,
+              created: (created) => {
+                slot.stored = created
+                create.created(created)
+              }
+            }
+          })
         }).pipe(
           Effect.tap((outcome) =>
             outcome._tag === "Suspended" && outcome.runnableAt !== null ? wakeAt(outcome.runnableAt) : Effect.void
@@ -175,9 +210,9 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       })
 
     yield* Queue.take(handedOver).pipe(
-      Effect.flatMap((run) => {
+      Effect.flatMap(({ create, run }) => {
         reserved--
-        return start(run)
+        return start(run, create)
       }),
       Effect.forever,
       Effect.forkScoped
@@ -189,7 +224,10 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       Effect.gen(function*() {
         accepting = false
         withdraw()
-        for (const run of yield* Queue.takeAll(handedOver)) yield* Effect.ignore(store.release(run.id, run.epoch))
+        for (const { create, run } of yield* Queue.takeAll(handedOver)) {
+          if (create === undefined) yield* Effect.ignore(store.release(run.id, run.epoch))
+          else create.created(false)
+        }
       })
     )
 
@@ -211,7 +249,7 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
               )
             )
           )
-          yield* Effect.forEach(runs, start, { discard: true })
+          yield* Effect.forEach(runs, (run) => start(run), { discard: true })
           if (runs.length > 0 && runs.length === free) {
             backlog = true
             continue

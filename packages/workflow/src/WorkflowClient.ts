@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto"
 import type { Option, Schema as S } from "effect"
 import type { Scope } from "effect"
-import { Context, Duration, Effect, Exit, Layer, Option as O, ParseResult, Schema, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option as O, ParseResult, Schema, Stream } from "effect"
 import * as Codec from "./internal/codec.js"
 import * as Local from "./internal/local.js"
 import { decodeRunError } from "./internal/engine.js"
@@ -130,7 +130,15 @@ export interface Service {
     Workflow.SuccessOf<W>,
     ResultError<W> | RunNotFound | InvalidRunState | JournalDecodeError | StoreError
   >
-  /** `start` then `result`. */
+  /**
+   * `start` then `result`. When a worker of this process executes the workflow and has a free
+   * slot, the run is handed to it before it is stored, and the run's first commit (its first
+   * step's start marker, or its end) creates it, claimed by that worker: one statement fewer. If
+   * the ID exists, that commit writes nothing and the existing run decides, as for `start`: its
+   * result, or `WorkflowIdConflict`. No step runs for an ID that exists; the body's code before its
+   * first step may, as it does on every replay. Inside a transaction of the caller, the run is
+   * still created outside it (a run created inside could not run before the transaction commits).
+   */
   readonly execute: <W extends Workflow.Any>(
     workflow: W,
     payload: Workflow.PayloadOf<W>,
@@ -281,19 +289,13 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   const runId = <W extends Workflow.Any>(workflow: W, payload: Workflow.PayloadOf<W>, options?: StartOptions) =>
     options?.id ?? workflow.idempotencyKey?.(payload) ?? randomUUID()
 
-  // Not `Effect.fn` (here and below): that captures a stack trace on every call, whatever
-  // `captureStackTrace` says.
-  const start = <W extends Workflow.Any>(
-    workflow: W,
-    payload: Workflow.PayloadOf<W>,
-    options?: StartOptions
-  ): Effect.Effect<RunHandle, WorkflowIdConflict | InvalidPayload | PayloadTooLarge | StoreError> =>
+  /** The checks before anything is written: the payload encodes and fits, the ID is valid. */
+  const prepare = <W extends Workflow.Any>(workflow: W, payload: Workflow.PayloadOf<W>, id: string) =>
     Effect.gen(function*() {
       const settings = yield* WorkflowConfig
       const encoded = yield* Codec.encode(workflow.payloadSchema, payload).pipe(
         Effect.mapError((error) => new InvalidPayload({ workflow: workflow.name, message: error.message }))
       )
-      const id = runId(workflow, payload, options)
       if (id.length === 0 || id.length > maxIdLength) {
         return yield* new InvalidPayload({
           workflow: workflow.name,
@@ -305,6 +307,16 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
       if (bytes > settings.maxValueBytes) {
         return yield* new PayloadTooLarge({ workflowId: id, what: "payload", bytes, limit: settings.maxValueBytes })
       }
+      return text
+    })
+
+  /** Creates the run (or finds the one with this ID) once `prepare` passed. */
+  const create = <W extends Workflow.Any>(
+    workflow: W,
+    id: string,
+    text: string
+  ): Effect.Effect<RunHandle, WorkflowIdConflict | StoreError> =>
+    Effect.gen(function*() {
       // A worker of this process with a free slot gets the run directly (created claimed by it): no
       // claim, no wake-up. Uninterruptible, so that a run created claimed is always handed over.
       const local = Local.reserve(store, workflow.name)
@@ -336,7 +348,64 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
         })
       }
       return { id, workflow: workflow.name, created }
+    })
+
+  // Not `Effect.fn` (here and below): that captures a stack trace on every call, whatever
+  // `captureStackTrace` says.
+  const start = <W extends Workflow.Any>(
+    workflow: W,
+    payload: Workflow.PayloadOf<W>,
+    options?: StartOptions
+  ): Effect.Effect<RunHandle, WorkflowIdConflict | InvalidPayload | PayloadTooLarge | StoreError> =>
+    Effect.suspend(() => {
+      const id = runId(workflow, payload, options)
+      return Effect.flatMap(prepare(workflow, payload, id), (text) => create(workflow, id, text))
     }).pipe(Tracing.withSpan("WorkflowClient.start", { captureStackTrace: false }))
+
+  /**
+   * `execute`'s start: a worker of this process with a free slot gets the run before it is stored,
+   * and the run's first commit creates it (`Local.LocalWorker.handOverNew`): one statement fewer
+   * than a create followed by that commit. When that commit did not store the run (the ID exists,
+   * the store failed, the worker stopped), the ordinary start decides: it finds the existing run
+   * (or fails with `WorkflowIdConflict`), or creates the run.
+   */
+  const startToExecute = <W extends Workflow.Any>(
+    workflow: W,
+    payload: Workflow.PayloadOf<W>,
+    id: string
+  ): Effect.Effect<RunHandle, WorkflowIdConflict | InvalidPayload | PayloadTooLarge | StoreError> =>
+    Effect.gen(function*() {
+      const text = yield* prepare(workflow, payload, id)
+      const now = yield* Clock.currentTimeMillis
+      const stored = yield* Deferred.make<boolean>()
+      const local = Local.reserve(store, workflow.name)
+      if (local !== undefined) {
+        local.handOverNew(
+          {
+            id,
+            workflow: workflow.name,
+            status: "running",
+            payload: text,
+            output: null,
+            error: null,
+            epoch: 1,
+            leaseOwner: local.workerId,
+            leaseExpiresAt: now + local.leaseMs,
+            runnableAt: now,
+            cancelRequested: false,
+            recoveries: 0,
+            parentId: null,
+            createdAt: now,
+            updatedAt: now,
+            completedAt: null
+          },
+          { workflow: workflow.name, payload: text, workerId: local.workerId },
+          (created) => Deferred.unsafeDone(stored, Exit.succeed(created))
+        )
+        if (yield* Deferred.await(stored)) return { id, workflow: workflow.name, created: true }
+      }
+      return yield* create(workflow, id, text)
+    })
 
   const outcome = <W extends Workflow.Any>(
     workflow: W,
@@ -474,7 +543,7 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   ) =>
     Effect.suspend(() => {
       const id = runId(workflow, payload, options)
-      return awaitFinished(workflow, id, start(workflow, payload, { ...options, id }), (handle) => !handle.created)
+      return awaitFinished(workflow, id, startToExecute(workflow, payload, id), (handle) => !handle.created)
     }).pipe(Tracing.withSpan("WorkflowClient.execute", { captureStackTrace: false }))
 
   const signal = (

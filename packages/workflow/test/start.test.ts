@@ -3,10 +3,9 @@
  * before any write.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
-import type { WorkflowConfig } from "@memento/workflow"
-import { Effect, Layer, Schema } from "effect"
-import { Recorder, resultOf, settle, successOf, testEnv } from "./utils.js"
+import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowConfig, WorkflowError, WorkflowStore } from "@memento/workflow"
+import { Context, Effect, Fiber, Layer, Option, Schema } from "effect"
+import { advanceUntil, failureOf, Recorder, resultOf, settings, settle, successOf, testEnv, workerLayer } from "./utils.js"
 
 const Order = Schema.Struct({ orderId: Schema.String, amount: Schema.Number })
 
@@ -33,8 +32,16 @@ const setup = (overrides?: Partial<WorkflowConfig.Settings>) => {
     Refund.implement((order) => Effect.as(recorder.record("refund-body", order), "refunded"))
   )
   const env = testEnv({ workflows: [Checkout, Refund], implementations, settings: overrides })
-  return { recorder, Checkout, Refund, env }
+  return { recorder, Checkout, Refund, env, implementations }
 }
+
+/** Runs `effect` while the test clock advances until it completes. */
+const completing = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.fork(effect)
+    yield* advanceUntil(Effect.map(Fiber.poll(fiber), Option.isSome), { what: "the effect to complete" })
+    return yield* Fiber.join(fiber)
+  })
 
 describe("start (guarantee 1)", () => {
   it.scoped("50 concurrent starts of one workflow ID create one run and run the body once", () => {
@@ -119,6 +126,78 @@ describe("start (guarantee 1)", () => {
       assert.strictEqual(recorder.count("refund-body"), 0)
       assert.strictEqual(recorder.count("checkout-body"), 1)
       assert.strictEqual((yield* client.get("order-4")).workflow, "checkout")
+    }).pipe(Effect.provide(env))
+  })
+
+  // `execute` hands the run to a worker of its process before it is stored: the run's first commit
+  // creates it, and no step runs unless that commit stored it.
+  it.scoped("50 concurrent executes of one ID from 5 processes create one run and run its step once", () => {
+    const { Checkout, implementations, recorder } = setup()
+    return Effect.gen(function*() {
+      const store = yield* MemoryStore.make
+      // A process: its own view of the one store (in-process hand-overs are per store object), a
+      // worker and a client.
+      const processes = yield* Effect.forEach(Array.from({ length: 5 }, (_, i) => i), (i) =>
+        Effect.gen(function*() {
+          const view: WorkflowStore.WorkflowStore["Type"] = { ...store }
+          const context = yield* Layer.build(
+            Layer.mergeAll(
+              WorkflowClient.layer,
+              workerLayer({ workflows: [Checkout], implementations, workerId: `worker-${i}` })
+            ).pipe(Layer.provideMerge(Layer.succeed(WorkflowStore.WorkflowStore, view)))
+          )
+          return Context.get(context, WorkflowClient.WorkflowClient)
+        }))
+      yield* settle
+      const order = { orderId: "order-9", amount: 9 }
+      const fibers = yield* Effect.forEach(
+        Array.from({ length: 50 }, (_, i) => i),
+        (i) => Effect.fork(processes[i % processes.length].execute(Checkout, order))
+      )
+      yield* advanceUntil(Effect.map(Effect.forEach(fibers, Fiber.poll), (polls) => polls.every(Option.isSome)), {
+        what: "every execute to return"
+      })
+      for (const fiber of fibers) assert.strictEqual(yield* Fiber.join(fiber), "charged 9")
+      assert.strictEqual(recorder.count("charge"), 1)
+      const page = yield* store.list({})
+      assert.strictEqual(page.runs.length, 1)
+      assert.strictEqual(page.runs[0].status, "succeeded")
+      assert.strictEqual(page.runs[0].epoch, 1)
+      const details = yield* store.inspect("order-9")
+      assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`), ["charge:succeeded"])
+      assert.deepStrictEqual(details.attempts.map((a) => `${a.key}#${a.attempt}:${a.outcome}`), ["charge#1:succeeded"])
+    }).pipe(Effect.provide(WorkflowConfig.layer(settings)))
+  })
+
+  it.effect("execute of an existing ID: the stored result, or WorkflowIdConflict; no step runs", () => {
+    const { Checkout, Refund, env, recorder } = setup()
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const store = yield* WorkflowStore.WorkflowStore
+      const order = { orderId: "order-5", amount: 5 }
+      assert.strictEqual(successOf(yield* Effect.exit(completing(client.execute(Checkout, order)))), "charged 5")
+      assert.strictEqual(recorder.count("charge"), 1)
+      // again: the finished run's result, without running its step
+      assert.strictEqual(successOf(yield* Effect.exit(completing(client.execute(Checkout, order)))), "charged 5")
+      const payload = failureOf(yield* Effect.exit(completing(client.execute(Checkout, { orderId: "order-5", amount: 6 }))))
+      assert.instanceOf(payload, WorkflowError.WorkflowIdConflict)
+      assert.strictEqual(payload.reason, "a different payload")
+      const workflow = failureOf(yield* Effect.exit(completing(client.execute(Refund, order, { id: "order-5" }))))
+      assert.instanceOf(workflow, WorkflowError.WorkflowIdConflict)
+      assert.strictEqual(workflow.reason, "another workflow")
+      assert.strictEqual(recorder.count("charge"), 1, "no step ran again")
+      const details = yield* store.inspect("order-5")
+      assert.deepStrictEqual(JSON.parse(details.run.payload), order)
+      assert.strictEqual(details.run.workflow, "checkout")
+      assert.deepStrictEqual(details.attempts.map((a) => `${a.key}#${a.attempt}:${a.outcome}`), ["charge#1:succeeded"])
+      // a run still pending (no worker here executes it): the same, while it waits
+      const { run: pending } = yield* store.create({ id: "order-6", workflow: "elsewhere", payload: "{}" })
+      const elsewhere = failureOf(yield* Effect.exit(completing(client.execute(Checkout, { orderId: "order-6", amount: 1 }))))
+      assert.instanceOf(elsewhere, WorkflowError.WorkflowIdConflict)
+      const untouched = yield* store.inspect("order-6")
+      assert.deepStrictEqual(untouched.run, pending)
+      assert.deepStrictEqual(untouched.entries, [])
+      assert.strictEqual(recorder.count("charge"), 1)
     }).pipe(Effect.provide(env))
   })
 

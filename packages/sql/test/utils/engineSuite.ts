@@ -122,6 +122,79 @@ export const engineSuite = (
         assert.strictEqual(declinedDetails.run.status, "failed")
       }), 30_000)
 
+    it.scoped("execute with a worker in the same process: the run is stored by its first commit; an existing ID runs nothing", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* WorkflowStore
+        const client = yield* WorkflowClient.WorkflowClient
+        const id = ns()
+        const table = `local_${id}`
+        yield* Effect.orDie(sql`CREATE TABLE ${sql(table)} (run_id text NOT NULL)`)
+        const rows = (runId: string) =>
+          count(sql<{ n: unknown }>`SELECT count(*) AS n FROM ${sql(table)} WHERE run_id = ${runId}`)
+        const bodies = { insert: 0, note: 0 }
+        // one workflow whose first journaled operation is a transactional step, one a plain step
+        const TxFirst = Workflow.make({ name: `tx-first-${id}`, payload: Schema.String, success: Schema.String })
+        const StepFirst = Workflow.make({ name: `step-first-${id}`, payload: Schema.String, success: Schema.String })
+        const implementations = Layer.mergeAll(
+          TxFirst.implement((value) =>
+            Effect.gen(function*() {
+              const runId = yield* Workflow.workflowId
+              yield* Step.transaction(
+                "insert",
+                { success: Schema.Void },
+                Effect.zipRight(
+                  Effect.sync(() => bodies.insert++),
+                  Effect.orDie(sql`INSERT INTO ${sql(table)} (run_id) VALUES (${runId})`)
+                )
+              )
+              return yield* Step.run("after", { success: Schema.String }, Effect.succeed(`${value}!`))
+            })
+          ),
+          StepFirst.implement((value) =>
+            Step.run("note", { success: Schema.String }, Effect.sync(() => `${value}#${++bodies.note}`))
+          )
+        )
+        yield* startWorker({ workflows: [TxFirst, StepFirst], implementations })
+
+        assert.strictEqual(yield* client.execute(TxFirst, "a", { id: `tx-first-${id}` }), "a!")
+        assert.strictEqual(yield* client.execute(StepFirst, "b", { id: `step-first-${id}` }), "b#1")
+        assert.deepStrictEqual(bodies, { insert: 1, note: 1 })
+        assert.strictEqual(yield* rows(`tx-first-${id}`), 1)
+        for (const runId of [`tx-first-${id}`, `step-first-${id}`]) {
+          const details = yield* client.inspect(runId)
+          assert.strictEqual(details.run.status, "succeeded")
+          assert.strictEqual(details.run.epoch, 1)
+          assert.strictEqual(details.run.leaseOwner, null)
+        }
+        assert.deepStrictEqual(
+          (yield* client.inspect(`tx-first-${id}`)).entries.map((e) => `${e.key}:${e.kind}:${e.status}`),
+          ["insert:transaction:succeeded", "after:step:succeeded"]
+        )
+
+        // the same ID and payload again: the finished run's result, nothing runs again
+        assert.strictEqual(yield* client.execute(TxFirst, "a", { id: `tx-first-${id}` }), "a!")
+        assert.strictEqual(yield* client.execute(StepFirst, "b", { id: `step-first-${id}` }), "b#1")
+        // another payload or another workflow under an existing ID: WorkflowIdConflict, nothing runs
+        const conflict = yield* Effect.flip(client.execute(TxFirst, "other", { id: `tx-first-${id}` }))
+        assert.instanceOf(conflict, WorkflowError.WorkflowIdConflict)
+        // a run no worker of this process executes (its workflow is unknown here) is left alone
+        const { run: foreign } = yield* Effect.orDie(
+          store.create({ id: `foreign-${id}`, workflow: `elsewhere-${id}`, payload: "\"x\"" })
+        )
+        const other = yield* Effect.flip(client.execute(StepFirst, "x", { id: foreign.id }))
+        assert.instanceOf(other, WorkflowError.WorkflowIdConflict)
+        const otherTx = yield* Effect.flip(client.execute(TxFirst, "x", { id: foreign.id }))
+        assert.instanceOf(otherTx, WorkflowError.WorkflowIdConflict)
+        assert.deepStrictEqual(bodies, { insert: 1, note: 1 }, "no step ran for an existing ID")
+        assert.strictEqual(yield* rows(`tx-first-${id}`), 1)
+        assert.strictEqual(yield* rows(foreign.id), 0)
+        const untouched = yield* client.inspect(foreign.id)
+        assert.deepStrictEqual(untouched.run, foreign)
+        assert.deepStrictEqual(untouched.entries, [])
+        assert.deepStrictEqual(untouched.attempts, [])
+      }), 30_000)
+
     it.scoped("a durable sleep wakes on time and signals arrive once, across worker restarts", () =>
       Effect.gen(function*() {
         const client = yield* WorkflowClient.WorkflowClient

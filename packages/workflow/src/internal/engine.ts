@@ -13,7 +13,14 @@ import {
   StepDefect,
   WorkflowTimeout
 } from "../WorkflowError.js"
-import type { RunRecord, RunStatus, RunTransition, SignalDelivery, WorkflowStore } from "../WorkflowStore.js"
+import type {
+  CommitCreate,
+  RunRecord,
+  RunStatus,
+  RunTransition,
+  SignalDelivery,
+  WorkflowStore
+} from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import * as Local from "./local.js"
 import type { Hooks, RunState, StopReason } from "./run.js"
@@ -70,15 +77,16 @@ const transition = (state: RunState, change: RunTransition): Effect.Effect<void>
     const attempts = [...state.pendingAttempts.values()]
     state.pendingEntries.clear()
     state.pendingAttempts.clear()
-    return state.store.commit({
-      runId: state.runId,
-      epoch: state.epoch,
-      leaseMs: state.settings.leaseMs,
-      entries,
-      attempts,
-      transition: change
-    }).pipe(
-      Run.retryStore(state.settings.storeRetry),
+    return Run.withCreate(state, (create) =>
+      state.store.commit({
+        runId: state.runId,
+        epoch: state.epoch,
+        leaseMs: state.settings.leaseMs,
+        entries,
+        attempts,
+        transition: change,
+        create
+      }).pipe(Run.retryStore(state.settings.storeRetry))).pipe(
       Effect.matchEffect({
         onFailure: (error) => Run.halt(state, { _tag: "Abandon", cause: error.message }),
         onSuccess: (result) => {
@@ -125,8 +133,18 @@ export const executeRun = (options: {
    * one's result arrives finds the slot free, and the run is handed over instead of claimed later.
    */
   readonly released?: (() => void) | undefined
-}): Effect.Effect<Outcome> =>
-  Effect.gen(function*() {
+  /**
+   * A run handed over before it was stored (`run` is its record as it will be created, epoch 1):
+   * its first commit creates it (`Commit.create`). `created` is told once whether it did.
+   */
+  readonly create?: {
+    readonly commit: CommitCreate
+    readonly created: (created: boolean) => void
+  } | undefined
+}): Effect.Effect<Outcome> => {
+  // whether `create.created` was told (once), by the run's state or at the end below
+  let told = options.create === undefined
+  return Effect.gen(function*() {
     const { handler, hooks, run, settings, store } = options
     const workflow = handler.workflow
     // The first claim of a run (epoch 1) finds an empty journal: nothing was ever written under an
@@ -169,7 +187,15 @@ export const executeRun = (options: {
       cancelRequested: (loaded?.run.cancelRequested ?? false) || run.cancelRequested,
       leaseConfirmedAt: claimedBy,
       deadline: timeoutMs === null ? null : run.createdAt + timeoutMs,
-      timeoutMs
+      timeoutMs,
+      create: options.create === undefined ? undefined : {
+        commit: options.create.commit,
+        done: (stored) => {
+          if (told) return
+          told = true
+          options.create!.created(stored)
+        }
+      }
     })
 
     /**
@@ -409,5 +435,12 @@ export const executeRun = (options: {
     (execution) => {
       const active = Metrics.tagged(Metrics.activeRuns, ["worker", options.run.leaseOwner ?? "unknown"])
       return Effect.zipRight(Metric.increment(active), Effect.ensuring(execution, Metric.modify(active, -1)))
-    }
+    },
+    // a run that ended (or was interrupted) before any commit stored it never will be
+    Effect.ensuring(Effect.sync(() => {
+      if (told) return
+      told = true
+      options.create!.created(false)
+    }))
   )
+}

@@ -1,16 +1,22 @@
 import type { Effect } from "effect"
-import type { RunRecord } from "../WorkflowStore.js"
+import type { CommitCreate, RunRecord } from "../WorkflowStore.js"
 
 /**
  * In-process shortcuts between the workers and the clients of one store object (the same
  * `WorkflowStore` service in one process). They save round trips and wake-ups, never durability:
- * everything they carry was committed to the store first, and without them the store's events and
- * polling do the same work.
+ * what they carry was committed to the store first, or (a run handed over before it was stored)
+ * nothing of it is visible to anyone until its first commit stores it; without them the store's
+ * events and polling do the same work.
  *
  * - A client that starts a run of a workflow a local worker executes and has a free slot for
  *   creates the run already claimed by that worker (one statement instead of a create, a wake-up
  *   and a claim) and hands it over; if the process dies, the lease expires and any worker
  *   recovers the run as after any crash.
+ * - `execute` goes one step further: it hands the run over before it is stored, and the run's
+ *   first commit (the start marker of its first step, or its end) creates it (`Commit.create`).
+ *   Nothing runs before that commit but the body's code up to its first journaled operation, which
+ *   a replay runs again anyway. If the ID exists, that commit writes nothing and `execute` starts
+ *   the run the ordinary way, which finds the existing run (guarantee 1).
  * - A worker that finishes a run tells the local waiters its final record after the final commit,
  *   so `result`/`execute` need not read it back.
  */
@@ -27,6 +33,13 @@ export interface LocalWorker {
   readonly unreserve: () => void
   /** Starts a run created claimed by this worker, in the reserved slot. */
   readonly handOver: (run: RunRecord) => void
+  /**
+   * Starts a run not stored yet, in the reserved slot: `run` is its record as it will be stored
+   * (claimed by this worker, epoch 1) and its first commit carries `create`. `created` is told once
+   * whether that commit stored the run (false: the ID existed, the store failed, or the worker
+   * stopped first).
+   */
+  readonly handOverNew: (run: RunRecord, create: CommitCreate, created: (created: boolean) => void) => void
 }
 
 /** A `result`/`execute` waiting for a run: opened by events, polls or the local worker's finish. */

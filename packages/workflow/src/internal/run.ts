@@ -1,8 +1,15 @@
 import type { Fiber } from "effect"
-import { Clock, Context, Deferred, Effect, ParseResult, Schema } from "effect"
+import { Clock, Context, Deferred, Effect, Exit, ParseResult, Schema } from "effect"
 import type { Settings } from "../WorkflowConfig.js"
 import { JournalDecodeError, JournalMismatch, ParkReason, PayloadTooLarge } from "../WorkflowError.js"
-import type { AttemptRecord, EntryKind, JournalEntry, RunStatus, SignalRecord } from "../WorkflowStore.js"
+import type {
+  AttemptRecord,
+  CommitCreate,
+  EntryKind,
+  JournalEntry,
+  RunStatus,
+  SignalRecord
+} from "../WorkflowStore.js"
 import { WorkflowStore } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 
@@ -92,6 +99,17 @@ export interface RunState {
   stopReason: StopReason | undefined
   /** The fiber executing the current phase: `halt` interrupts it. */
   phaseFiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+  /** Set while the run is not stored yet: its first commit creates it (see `withCreate`). */
+  create: PendingCreate | undefined
+}
+
+/** The create of a run handed over before it was stored, waiting for the run's first commit. */
+export interface PendingCreate {
+  readonly commit: CommitCreate
+  /** Told once: true when a commit stored the run; false when the execution ends without that. */
+  readonly done: (stored: boolean) => void
+  /** Set while a commit carrying the create is in flight: commits of concurrent branches wait. */
+  sending: Deferred.Deferred<void> | undefined
 }
 
 /** The run a workflow body executes in. Provided by the engine; `Step` and `Workflow` read it. */
@@ -111,6 +129,7 @@ export const makeState = (options: {
   readonly timeoutMs: number | null
   readonly cancelRequested: boolean
   readonly leaseConfirmedAt: number
+  readonly create?: Omit<PendingCreate, "sending"> | undefined
 }): Effect.Effect<RunState> =>
   Effect.sync(() => {
     const journal = new Map(options.entries.map((entry) => [entry.key, entry]))
@@ -155,9 +174,42 @@ export const makeState = (options: {
       leaseConfirmedAt: options.leaseConfirmedAt,
       phase: "body",
       stopReason: undefined,
-      phaseFiber: undefined
+      phaseFiber: undefined,
+      create: options.create === undefined ? undefined : { ...options.create, sending: undefined }
     }
   })
+
+/**
+ * Sends a commit (`send` gets the create it must carry, if any). While the run is not stored yet,
+ * the first commit carries its create (`Commit.create`) and commits of concurrent branches wait
+ * for it: once it succeeded the run is stored and they commit as usual. If it failed, the run
+ * stops (the commit's caller halts it), and a commit still sent would carry the create again.
+ */
+export const withCreate = <A, E, R>(
+  state: RunState,
+  send: (create: CommitCreate | undefined) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    const pending = state.create
+    if (pending === undefined) return send(undefined)
+    if (pending.sending !== undefined) return Effect.zipRight(Deferred.await(pending.sending), withCreate(state, send))
+    return Effect.flatMap(Deferred.make<void>(), (sending) => {
+      pending.sending = sending
+      return send(pending.commit).pipe(
+        Effect.onExit((exit) =>
+          Effect.suspend(() => {
+            pending.sending = undefined
+            if (exit._tag === "Success" && state.create === pending) {
+              state.create = undefined
+              pending.done(true)
+            }
+            return Deferred.done(sending, Exit.void)
+          })
+        )
+      )
+    })
+  })
+
 
 /**
  * Retries an operation on the store per `schedule` while it fails with `StoreError`. The happy
@@ -397,14 +449,15 @@ export const flush = (
       return Effect.void
     }
     return Effect.flatMap(Clock.currentTimeMillis, (sentAt) =>
-      state.store.commit({
-        runId: state.runId,
-        epoch: state.epoch,
-        leaseMs: state.settings.leaseMs,
-        entries: pending.entries,
-        attempts: pending.attempts
-      }).pipe(
-        retryStore(state.settings.storeRetry),
+      withCreate(state, (create) =>
+        state.store.commit({
+          runId: state.runId,
+          epoch: state.epoch,
+          leaseMs: state.settings.leaseMs,
+          entries: pending.entries,
+          attempts: pending.attempts,
+          create
+        }).pipe(retryStore(state.settings.storeRetry))).pipe(
         Effect.matchEffect({
           onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
           onSuccess: (result) => {
@@ -495,7 +548,11 @@ export const entry = (
 
 /** The run's signals, read from the store when the journal load was skipped. */
 export const loadSignals = (state: RunState): Effect.Effect<void> =>
-  state.signalsLoaded ? Effect.void : state.store.load(state.runId).pipe(
+  state.signalsLoaded ? Effect.void : state.create !== undefined
+  // a run not stored yet has no signals (a signal to an unknown run ID is refused); one that
+  // arrives after its create committed wakes the run when it waits (`signalSeenSeq`)
+  ? Effect.void
+  : state.store.load(state.runId).pipe(
     retryStore(state.settings.storeRetry),
     Effect.matchEffect({
       onFailure: (error) =>

@@ -111,6 +111,9 @@ export const execute = <A, E, R>(
       let cause: Cause.Cause<E>
       if (spec.kind === "transaction") {
         yield* crashPoint(state, "before-step", key)
+        // A run handed over before it was stored is stored first: nothing of a step runs for a run
+        // ID that turns out to exist (the step's SQL would roll back, but not what else it does).
+        if (state.create !== undefined) yield* flush(state, [], [], { evenIfEmpty: true })
         yield* confirmLease(state)
         const sentAt = yield* Clock.currentTimeMillis
         const pending = { entries: [...state.pendingEntries.values()], attempts: [...state.pendingAttempts.values()] }
