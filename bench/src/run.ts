@@ -348,13 +348,14 @@ const report = (r: Results): string => {
       `${kind} ${fmt(count / phase.n, 2)}`
     ).join(", ")
   const met = (ok: boolean) => ok ? "**met**" : "**not met**"
-  const stepCommits = (phase: Phase) => (commits(phase) - 1) / 3
+  // every statement of a workflow but its finish, per step (the run is created by its first commit)
+  const stepStatements = (phase: Phase) => (perUnit(phase) - 1) / 3
   const replayP50 = median(r.replay.replays)
   const targets = table(["target", "measured", "result"], [
     [
       "1 SQL statement per step (happy path)",
-      `seq: ${fmt(stepCommits(r.memSeq))} commit statement per step + 1 finish commit per workflow; conc: ${fmt(commits(r.memConc) / 3)} per step (batched)`,
-      met(stepCommits(r.memSeq) <= 1.001 && commits(r.memConc) / 3 <= 1.34)
+      `seq: ${fmt(stepStatements(r.memSeq))} statements per step (the first also creates the run) + 1 finish per workflow; conc: ${fmt(perUnit(r.memConc) / 3)} per step (batched)`,
+      met(stepStatements(r.memSeq) <= 1.01 && perUnit(r.memConc) / 3 <= 1.34)
     ],
     ["seq latency ≤ 1.2× raw 5-INSERT loop", `${fmt(seqRatio)}×`, met(seqRatio <= 1.2)],
     ["conc throughput ≥ 1.0× raw 5-INSERT rate", `${fmt(concRatio)}×`, met(concRatio >= 1.0)],

@@ -1,8 +1,8 @@
 /**
  * In-process hand-over (`internal/local.ts`): a client whose process runs a worker of the workflow
- * with a free slot creates the run claimed by that worker (no claim, no wake-up) and gets the final
- * record from it (no read); without a free slot, or when that worker is gone, the run goes the
- * usual way and nothing is lost.
+ * with a free slot creates the run claimed by that worker (no claim, no wake-up) — `execute` even
+ * lets the run's first commit create it — and gets the final record from it (no read); without a
+ * free slot, or when that worker is gone, the run goes the usual way and nothing is lost.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowConfig, WorkflowStore } from "@memento/workflow"
@@ -42,7 +42,7 @@ const completing = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   })
 
 describe("in-process hand-over", () => {
-  it.scoped("execute with a local worker: the create claims the run for it; no claim and no read of the result", () =>
+  it.scoped("execute with a local worker: the run's first commit creates it claimed by that worker; no claim and no read of the result", () =>
     Effect.gen(function*() {
       const recorder = new Recorder()
       const { claimed, read, store } = yield* observedStore
@@ -65,6 +65,55 @@ describe("in-process hand-over", () => {
           assert.strictEqual(run.recoveries, 0)
         }
         assert.deepStrictEqual(recorder.counts("a", "b", "c"), { a: 5, b: 5, c: 5 })
+      }).pipe(Effect.provide(env))
+    }))
+
+  it.scoped("execute: steps started side by side first wait for the commit that creates the run", () =>
+    Effect.gen(function*() {
+      const recorder = new Recorder()
+      const Fan = Workflow.make({ name: "fan", payload: Schema.Number, success: Schema.Number })
+      const implementation = Fan.implement((n) =>
+        Effect.map(
+          Effect.all(
+            ["x", "y", "z"].map((name) =>
+              Step.run(name, { success: Schema.Number }, Effect.as(recorder.record(name), n))
+            ),
+            { concurrency: "unbounded" }
+          ),
+          (values) => values.reduce((a, b) => a + b, 0)
+        )
+      )
+      const { read, store } = yield* observedStore
+      const commits: Array<{ readonly runId: string; readonly create: boolean; readonly keys: ReadonlyArray<string> }> = []
+      const observed: WorkflowStore.WorkflowStore["Type"] = {
+        ...store,
+        // a commit that lets the other fibers run while it is in flight, as a database's does
+        commit: (commit) =>
+          Effect.tap(Effect.zipRight(Effect.yieldNow(), store.commit(commit)), () =>
+            Effect.sync(() =>
+              commits.push({ runId: commit.runId, create: commit.create !== undefined, keys: commit.entries.map((e) => `${e.key}:${e.status}`) })
+            ))
+      }
+      const env = Layer.mergeAll(
+        WorkflowClient.layer,
+        workerLayer({ workflows: [Fan], implementations: implementation })
+      ).pipe(Layer.provideMerge(Layer.succeed(WorkflowStore.WorkflowStore, observed)), Layer.provideMerge(WorkflowConfig.layer(settings)))
+      yield* Effect.gen(function*() {
+        const client = yield* WorkflowClient.WorkflowClient
+        yield* settle
+        for (let i = 1; i <= 3; i++) assert.strictEqual(yield* completing(client.execute(Fan, i, { id: `fan-${i}` })), 3 * i)
+        assert.deepStrictEqual(recorder.counts("x", "y", "z"), { x: 3, y: 3, z: 3 }, "each step ran once per run")
+        for (let i = 1; i <= 3; i++) {
+          const mine = commits.filter((c) => c.runId === `fan-${i}`)
+          // the first commit created the run; the other start markers waited for it
+          assert.isTrue(mine[0].create, JSON.stringify(mine))
+          assert.isTrue(mine.slice(1).every((c) => !c.create), JSON.stringify(mine))
+          const details = yield* store.inspect(`fan-${i}`)
+          assert.strictEqual(details.run.status, "succeeded")
+          assert.strictEqual(details.run.epoch, 1)
+          assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`).sort(), ["x:succeeded", "y:succeeded", "z:succeeded"])
+        }
+        assert.deepStrictEqual(read, [], "no result was read back")
       }).pipe(Effect.provide(env))
     }))
 

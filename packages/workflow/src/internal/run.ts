@@ -108,8 +108,10 @@ export interface PendingCreate {
   readonly commit: CommitCreate
   /** Told once: true when a commit stored the run; false when the execution ends without that. */
   readonly done: (stored: boolean) => void
-  /** Set while a commit carrying the create is in flight: commits of concurrent branches wait. */
-  sending: Deferred.Deferred<void> | undefined
+  /** True while a commit carrying the create is in flight: commits of concurrent branches wait. */
+  sending: boolean
+  /** What those commits wait on, made by the first of them (most runs have no concurrent commit). */
+  sent: Deferred.Deferred<void> | undefined
 }
 
 /** The run a workflow body executes in. Provided by the engine; `Step` and `Workflow` read it. */
@@ -129,7 +131,7 @@ export const makeState = (options: {
   readonly timeoutMs: number | null
   readonly cancelRequested: boolean
   readonly leaseConfirmedAt: number
-  readonly create?: Omit<PendingCreate, "sending"> | undefined
+  readonly create?: Omit<PendingCreate, "sending" | "sent"> | undefined
 }): Effect.Effect<RunState> =>
   Effect.sync(() => {
     const journal = new Map(options.entries.map((entry) => [entry.key, entry]))
@@ -175,7 +177,7 @@ export const makeState = (options: {
       phase: "body",
       stopReason: undefined,
       phaseFiber: undefined,
-      create: options.create === undefined ? undefined : { ...options.create, sending: undefined }
+      create: options.create === undefined ? undefined : { ...options.create, sending: false, sent: undefined }
     }
   })
 
@@ -189,25 +191,28 @@ export const withCreate = <A, E, R>(
   state: RunState,
   send: (create: CommitCreate | undefined) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.suspend(() => {
+  Effect.withFiberRuntime((fiber) => {
     const pending = state.create
     if (pending === undefined) return send(undefined)
-    if (pending.sending !== undefined) return Effect.zipRight(Deferred.await(pending.sending), withCreate(state, send))
-    return Effect.flatMap(Deferred.make<void>(), (sending) => {
-      pending.sending = sending
-      return send(pending.commit).pipe(
-        Effect.onExit((exit) =>
-          Effect.suspend(() => {
-            pending.sending = undefined
-            if (exit._tag === "Success" && state.create === pending) {
-              state.create = undefined
-              pending.done(true)
-            }
-            return Deferred.done(sending, Exit.void)
-          })
-        )
+    if (pending.sending) {
+      pending.sent ??= Deferred.unsafeMake<void>(fiber.id())
+      return Effect.zipRight(Deferred.await(pending.sent), withCreate(state, send))
+    }
+    pending.sending = true
+    return send(pending.commit).pipe(
+      Effect.onExit((exit) =>
+        Effect.suspend(() => {
+          pending.sending = false
+          if (exit._tag === "Success" && state.create === pending) {
+            state.create = undefined
+            pending.done(true)
+          }
+          const sent = pending.sent
+          pending.sent = undefined
+          return sent === undefined ? Effect.void : Deferred.done(sent, Exit.void)
+        })
       )
-    })
+    )
   })
 
 
