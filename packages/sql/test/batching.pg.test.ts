@@ -1,7 +1,8 @@
 /**
  * Commit batching on Postgres: commits of concurrent runs share one statement, yet each stays
  * fenced on its own run (a lost lease fails only that run's commit), a commit that breaks the
- * statement fails alone, and the commits of one run never share a batch.
+ * statement fails alone, the commits of one run never share a batch, and a commit whose caller is
+ * interrupted while it waits for a batch is dropped.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
@@ -9,7 +10,7 @@ import { SqlStore } from "@memento/sql"
 import { LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
 import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
-import { Context, Effect, Either, Layer } from "effect"
+import { Context, Deferred, Effect, Either, Fiber, Layer } from "effect"
 import { countingPgClient, freshDatabase } from "./utils/database.js"
 
 const url = await freshDatabase()
@@ -95,6 +96,35 @@ describe("commit batching on Postgres", () => {
         const details = yield* store.inspect(run.id)
         assert.strictEqual(details.entries.length, i === broken ? 0 : 1, `run ${i}`)
       }
+    }))
+
+  it.scopedLive("a commit whose caller is interrupted while it is queued is dropped; the others complete", () =>
+    Effect.gen(function*() {
+      const { sql, store } = yield* build
+      const [a, b, c, d] = yield* claimMany(store, 4)
+      // Another transaction holds the rows of a and b: their commits, one per batch slot (two), wait
+      // for it, so the commits of c and d queue up behind them.
+      const locked = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(sql.withTransaction(Effect.gen(function*() {
+        yield* sql`SELECT id FROM memento_runs WHERE id IN (${a.id}, ${b.id}) FOR UPDATE`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Deferred.await(release)
+      })))
+      yield* Deferred.await(locked)
+      const busy = yield* Effect.forEach([a, b], (run) => Effect.fork(store.commit(commitOf(run, [entry("x", 1)]))))
+      yield* Effect.sleep("200 millis")
+      const queued = yield* Effect.forEach([c, d], (run) => Effect.fork(store.commit(commitOf(run, [entry("x", 1)]))))
+      yield* Effect.sleep("200 millis")
+      yield* Fiber.interrupt(queued[0])
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      for (const fiber of busy) yield* Fiber.join(fiber)
+      yield* Fiber.join(queued[1])
+      assert.deepStrictEqual((yield* store.inspect(a.id)).entries.map((e) => e.key), ["x"])
+      assert.deepStrictEqual((yield* store.inspect(b.id)).entries.map((e) => e.key), ["x"])
+      assert.deepStrictEqual((yield* store.inspect(c.id)).entries, [], "the interrupted commit was not sent")
+      assert.deepStrictEqual((yield* store.inspect(d.id)).entries.map((e) => e.key), ["x"])
     }))
 
   it.scopedLive("commits of one run keep their order and never share a batch", () =>

@@ -1,4 +1,4 @@
-import { Context, Deferred, Effect, Exit } from "effect"
+import { Context, Effect, Exit } from "effect"
 import type { Scope } from "effect"
 
 /**
@@ -24,7 +24,10 @@ export interface Options<I, A, E, E2> {
 interface Pending<I, A, E> {
   readonly item: I
   readonly key: string
-  readonly deferred: Deferred.Deferred<A, E>
+  /** The item's result, once its batch completed. */
+  exit: Exit.Exit<A, E> | undefined
+  /** Resumes the submitter waiting for `exit` (set while it waits). */
+  resume: ((exit: Exit.Exit<A, E>) => void) | undefined
 }
 
 /**
@@ -51,7 +54,10 @@ export const make = <I, A, E, E2>(
 
     const complete = (batch: ReadonlyArray<Pending<I, A, E | E2>>, exits: ReadonlyArray<Exit.Exit<A, E | E2>>) => {
       for (let i = 0; i < batch.length; i++) {
-        Deferred.unsafeDone(batch[i].deferred, exits[i] ?? Exit.die("the batch returned no result for an item"))
+        const pending = batch[i]
+        if (pending.exit !== undefined) continue
+        pending.exit = exits[i] ?? Exit.die("the batch returned no result for an item")
+        pending.resume?.(pending.exit)
       }
     }
 
@@ -134,22 +140,27 @@ export const make = <I, A, E, E2>(
     }
 
     return (item: I): Effect.Effect<A, E | E2> =>
-      Effect.withFiberRuntime<A, E | E2>((fiber) => {
+      Effect.suspend((): Effect.Effect<A, E | E2> => {
         const key = options.key(item)
         if (queue.length === 0 && inFlight < options.maxInFlight && !busy.has(key)) return alone(item, key)
-        const pending: Pending<I, A, E | E2> = {
-          item,
-          key,
-          deferred: Deferred.unsafeMake<A, E | E2>(fiber.id())
-        }
+        // A plain callback rather than a `Deferred`: one of these is made for most commits of a
+        // busy store, and a `Deferred` costs several times as much to make and to await.
+        const pending: Pending<I, A, E | E2> = { item, key, exit: undefined, resume: undefined }
         queue.push(pending)
-        return Effect.uninterruptible(pump).pipe(
-          Effect.zipRight(Deferred.await(pending.deferred)),
-          Effect.onInterrupt(() =>
-            Effect.sync(() => {
-              const index = queue.indexOf(pending)
-              if (index >= 0) queue.splice(index, 1)
-            })
+        // only the wait is interruptible: an item still queued is then dropped; one already sent
+        // completes unseen
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.zipRight(
+            pump,
+            restore(Effect.async<A, E | E2>((resume) => {
+              if (pending.exit !== undefined) return resume(pending.exit)
+              pending.resume = resume
+              return Effect.sync(() => {
+                pending.resume = undefined
+                const index = queue.indexOf(pending)
+                if (index >= 0) queue.splice(index, 1)
+              })
+            }))
           )
         )
       })
