@@ -152,7 +152,8 @@ export const executeRun = (options: {
     // `awaitSignal` that needs them.
     const fresh = run.epoch === 1
     // the claim that returned `run` was sent before now: a conservative time for the lease's start
-    const claimedBy = yield* Clock.currentTimeMillis
+    const clock = yield* Effect.clock
+    const claimedBy = clock.unsafeCurrentTimeMillis()
     const snapshot = fresh
       ? Either.right({ run, entries: [], signals: [] })
       : yield* store.load(run.id).pipe(
@@ -181,6 +182,7 @@ export const executeRun = (options: {
       store,
       settings,
       hooks,
+      clock,
       entries: loaded?.entries ?? [],
       signals: loaded?.signals ?? [],
       signalsLoaded: !fresh,
@@ -281,7 +283,7 @@ export const executeRun = (options: {
         if (compensations.length > 0) {
           yield* transition(state, {
             status: "compensating",
-            runnableAt: yield* Clock.currentTimeMillis,
+            runnableAt: Run.now(state),
             release: false
           })
         }

@@ -63,6 +63,8 @@ export interface RunState {
   readonly store: WorkflowStore["Type"]
   readonly settings: Settings
   readonly hooks: Hooks["Type"]
+  /** The clock of the worker executing the run, read without an effect at each step (`now`). */
+  readonly clock: Clock.Clock
   readonly journal: ReadonlyMap<string, JournalEntry>
   /** The run's deadline (creation time + the workflow's timeout), or null without a timeout. */
   readonly deadline: number | null
@@ -124,6 +126,7 @@ export const makeState = (options: {
   readonly store: WorkflowStore["Type"]
   readonly settings: Settings
   readonly hooks: Hooks["Type"]
+  readonly clock: Clock.Clock
   readonly entries: ReadonlyArray<JournalEntry>
   readonly signals: ReadonlyArray<SignalRecord>
   readonly signalsLoaded: boolean
@@ -156,6 +159,7 @@ export const makeState = (options: {
       store: options.store,
       settings: options.settings,
       hooks: options.hooks,
+      clock: options.clock,
       journal,
       deadline: options.deadline,
       timeoutMs: options.timeoutMs,
@@ -180,6 +184,9 @@ export const makeState = (options: {
       create: options.create === undefined ? undefined : { ...options.create, sending: false, sent: undefined }
     }
   })
+
+/** The current time by the run's clock (epoch ms). */
+export const now = (state: RunState): number => state.clock.unsafeCurrentTimeMillis()
 
 /**
  * Sends a commit (`send` gets the create it must carry, if any). While the run is not stored yet,
@@ -357,16 +364,23 @@ export const checkCancel = (state: RunState): Effect.Effect<void> =>
     state.cancelRequested && state.phase === "body" ? stopBody(state, { _tag: "Cancel" }) : Effect.void
   )
 
+/** Whether the run's deadline passed while its body runs: it then stops at the next step boundary. */
+const pastDeadline = (state: RunState): boolean =>
+  state.deadline !== null && state.phase === "body" && now(state) >= state.deadline
+
 /** Stops the body at a step boundary (before new work, or a replayed wait) once the deadline passed. */
 export const checkDeadline = (state: RunState): Effect.Effect<void> =>
-  state.deadline === null || state.phase !== "body" ? Effect.void : Effect.flatMap(
-    Clock.currentTimeMillis,
-    (now) => now >= state.deadline! ? stopBody(state, { _tag: "Timeout" }) : Effect.void
-  )
+  Effect.suspend(() => pastDeadline(state) ? stopBody(state, { _tag: "Timeout" }) : Effect.void)
 
 /** Checks cancel, then the deadline: what every journaled operation does before new work. */
 export const checkStop = (state: RunState): Effect.Effect<void> =>
-  Effect.zipRight(checkCancel(state), checkDeadline(state))
+  Effect.suspend(() =>
+    state.cancelRequested && state.phase === "body"
+      ? stopBody(state, { _tag: "Cancel" })
+      : pastDeadline(state)
+      ? stopBody(state, { _tag: "Timeout" })
+      : Effect.void
+  )
 
 /** When a run that waits next may be claimed: the wait's own wake time or the deadline, whichever is first. */
 export const wakeTime = (state: RunState, at: number | null): number | null =>
@@ -453,16 +467,16 @@ export const flush = (
     if (pending.entries.length === 0 && pending.attempts.length === 0 && options?.evenIfEmpty !== true) {
       return Effect.void
     }
-    return Effect.flatMap(Clock.currentTimeMillis, (sentAt) =>
-      withCreate(state, (create) =>
-        state.store.commit({
-          runId: state.runId,
-          epoch: state.epoch,
-          leaseMs: state.settings.leaseMs,
-          entries: pending.entries,
-          attempts: pending.attempts,
-          create
-        }).pipe(retryStore(state.settings.storeRetry))).pipe(
+    const sentAt = now(state)
+    return withCreate(state, (create) =>
+      state.store.commit({
+        runId: state.runId,
+        epoch: state.epoch,
+        leaseMs: state.settings.leaseMs,
+        entries: pending.entries,
+        attempts: pending.attempts,
+        create
+      }).pipe(retryStore(state.settings.storeRetry))).pipe(
         Effect.matchEffect({
           onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
           onSuccess: (result) => {
@@ -471,7 +485,7 @@ export const flush = (
             return afterJournal(state, pending.entries)
           }
         })
-      ))
+      )
   })
 
 /**
@@ -481,8 +495,11 @@ export const flush = (
  * body starts. Free on the happy path: commits confirm the lease at every step.
  */
 export const confirmLease = (state: RunState): Effect.Effect<void> =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    now - state.leaseConfirmedAt < state.settings.leaseMs ? Effect.void : flush(state, [], [], { evenIfEmpty: true }))
+  Effect.suspend(() =>
+    now(state) - state.leaseConfirmedAt < state.settings.leaseMs
+      ? Effect.void
+      : flush(state, [], [], { evenIfEmpty: true })
+  )
 
 export const afterJournal = (state: RunState, entries: ReadonlyArray<JournalEntry>): Effect.Effect<void> =>
   Effect.suspend(() => {

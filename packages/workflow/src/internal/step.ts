@@ -1,13 +1,13 @@
 import { createHash } from "node:crypto"
 import type { Schedule, Schema } from "effect"
-import { Cause, Clock, Context, Data, Effect, Exit, Metric, Option, Schedule as Sched } from "effect"
+import { Cause, Context, Data, Effect, Exit, Metric, Option, Schedule as Sched } from "effect"
 import * as Metrics from "../Metrics.js"
 import * as Tracing from "../Tracing.js"
 import { StepDefect, StepTimeout } from "../WorkflowError.js"
 import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { RunState } from "./run.js"
-import { afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, park } from "./run.js"
+import { afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, now, park } from "./run.js"
 
 /** What a step attempt can read about itself. */
 export interface StepInfo {
@@ -53,7 +53,7 @@ export const execute = <A, E, R>(
   Effect.gen(function*() {
     const key = spec.key
     const seq = spec.seq
-    const startedAt = previous?.startedAt ?? (yield* Clock.currentTimeMillis)
+    const startedAt = previous?.startedAt ?? now(state)
     // hashed when a step asks for it: most steps never do
     let idempotencyKey: string | undefined
     const runId = state.runId
@@ -67,7 +67,7 @@ export const execute = <A, E, R>(
     })
     while (true) {
       attempt++
-      const attemptStart = yield* Clock.currentTimeMillis
+      const attemptStart = now(state)
       const running: AttemptRecord = {
         key,
         attempt,
@@ -86,7 +86,8 @@ export const execute = <A, E, R>(
           }
         }),
         Effect.onExit((exit) =>
-          Effect.flatMap(Clock.currentTimeMillis, (endedAt) => {
+          Effect.suspend(() => {
+            const endedAt = now(state)
             if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
               buffer(state, [], [{ ...running, outcome: "interrupted", endedAt }])
             }
@@ -115,7 +116,7 @@ export const execute = <A, E, R>(
         // ID that turns out to exist (the step's SQL would roll back, but not what else it does).
         if (state.create !== undefined) yield* flush(state, [], [], { evenIfEmpty: true })
         yield* confirmLease(state)
-        const sentAt = yield* Clock.currentTimeMillis
+        const sentAt = now(state)
         const pending = { entries: [...state.pendingEntries.values()], attempts: [...state.pendingAttempts.values()] }
         state.pendingEntries.clear()
         state.pendingAttempts.clear()
@@ -127,7 +128,7 @@ export const execute = <A, E, R>(
             ),
             Effect.tap(() => crashPoint(state, "after-effect", key)),
             Effect.bindTo("result"),
-            Effect.bind("endedAt", () => Clock.currentTimeMillis)
+            Effect.bind("endedAt", () => Effect.sync(() => now(state)))
           ),
           ({ endedAt, result: [, output] }) => ({
             runId: state.runId,
@@ -166,14 +167,14 @@ export const execute = <A, E, R>(
         if (Exit.isSuccess(exit)) {
           const output = yield* encode(state, spec.success, exit.value, `output of step "${key}"`, key)
           yield* crashPoint(state, "after-effect", key)
-          const endedAt = yield* Clock.currentTimeMillis
+          const endedAt = now(state)
           buffer(state, [succeeded(output, endedAt)], [{ ...running, outcome: "succeeded", endedAt }])
           return exit.value
         }
         cause = exit.cause
       }
 
-      const endedAt = yield* Clock.currentTimeMillis
+      const endedAt = now(state)
       const failure = Cause.failureOption(cause)
       if (Option.isNone(failure)) {
         if (Cause.isInterruptedOnly(cause)) return yield* Effect.failCause(cause)
