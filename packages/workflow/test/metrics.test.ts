@@ -67,6 +67,28 @@ describe("Metrics", () => {
     }).pipe(Effect.provide(testEnv({ workflows: [Job], implementations })))
   })
 
+  it.effect("execute counts a run as started once; an execute whose ID exists counts nothing", () => {
+    const name = "metrics-execute"
+    const Job = Workflow.make({ name, payload: Schema.String, success: Schema.String })
+    const implementations = Job.implement((value) => Step.run("echo", { success: Schema.String }, Effect.succeed(value)))
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      const execute = (value: string, id: string) =>
+        Effect.gen(function*() {
+          const fiber = yield* Effect.fork(Effect.exit(client.execute(Job, value, { id })))
+          yield* awaitStatus(id, "succeeded")
+          return yield* fiber.await.pipe(Effect.flatten)
+        })
+      assert.strictEqual(successOf(yield* execute("a", `${name}-1`)), "a")
+      assert.strictEqual(successOf(yield* execute("b", `${name}-2`)), "b")
+      // the same ID again (the stored result) and with another payload (a conflict): no new run
+      assert.strictEqual(successOf(yield* execute("a", `${name}-1`)), "a")
+      failureOf(yield* execute("other", `${name}-1`))
+      assert.strictEqual(yield* counter(Metrics.runsStarted, name), 2)
+      assert.strictEqual(yield* counter(Metrics.runsSucceeded, name), 2)
+    }).pipe(Effect.provide(testEnv({ workflows: [Job], implementations })))
+  })
+
   it.effect("measures step attempts by step name (without the occurrence suffix) and counts retries", () => {
     const name = "metrics-steps"
     let calls = 0

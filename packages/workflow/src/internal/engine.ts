@@ -174,7 +174,9 @@ export const executeRun = (options: {
     const timeoutMs = workflow.timeout === undefined ? null : Duration.toMillis(workflow.timeout)
     const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
       Metrics.tagged(metric, ["workflow", run.workflow])
-    if (fresh) yield* Metric.increment(tagged(Metrics.runsStarted))
+    // a run handed over before it was stored counts as started once a commit stored it
+    const started = Metric.increment(tagged(Metrics.runsStarted))
+    if (fresh && options.create === undefined) yield* started
     const state = yield* Run.makeState({
       runId: run.id,
       workflowName: run.workflow,
@@ -196,7 +198,8 @@ export const executeRun = (options: {
           if (told) return
           told = true
           options.create!.created(stored)
-        }
+        },
+        onStored: started
       }
     })
 

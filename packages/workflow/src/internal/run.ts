@@ -110,6 +110,8 @@ export interface PendingCreate {
   readonly commit: CommitCreate
   /** Told once: true when a commit stored the run; false when the execution ends without that. */
   readonly done: (stored: boolean) => void
+  /** Runs once the run is stored, in the run's fiber (the `runsStarted` metric). */
+  readonly onStored: Effect.Effect<void>
   /** True while a commit carrying the create is in flight: commits of concurrent branches wait. */
   sending: boolean
   /** What those commits wait on, made by the first of them (most runs have no concurrent commit). */
@@ -210,13 +212,13 @@ export const withCreate = <A, E, R>(
       Effect.onExit((exit) =>
         Effect.suspend(() => {
           pending.sending = false
-          if (exit._tag === "Success" && state.create === pending) {
-            state.create = undefined
-            pending.done(true)
-          }
           const sent = pending.sent
           pending.sent = undefined
-          return sent === undefined ? Effect.void : Deferred.done(sent, Exit.void)
+          const wake = sent === undefined ? Effect.void : Deferred.done(sent, Exit.void)
+          if (exit._tag !== "Success" || state.create !== pending) return wake
+          state.create = undefined
+          pending.done(true)
+          return Effect.zipRight(pending.onStored, wake)
         })
       )
     )
