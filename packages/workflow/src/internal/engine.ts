@@ -77,7 +77,7 @@ const transition = (state: RunState, change: RunTransition): Effect.Effect<void>
     const attempts = [...state.pendingAttempts.values()]
     state.pendingEntries.clear()
     state.pendingAttempts.clear()
-    return Run.withCreate(state, (create) =>
+    const commit = Run.withCreate(state, (create) =>
       state.store.commit({
         runId: state.runId,
         epoch: state.epoch,
@@ -86,15 +86,14 @@ const transition = (state: RunState, change: RunTransition): Effect.Effect<void>
         attempts,
         transition: change,
         create
-      }).pipe(Run.retryStore(state.settings.storeRetry))).pipe(
-      Effect.matchEffect({
-        onFailure: (error) => Run.halt(state, { _tag: "Abandon", cause: error.message }),
-        onSuccess: (result) => {
-          if (result.cancelRequested) state.cancelRequested = true
-          return Run.afterJournal(state, entries)
-        }
-      })
-    )
+      }).pipe(Run.retryStore(state.settings.storeRetry)))
+    return Effect.matchEffect(commit, {
+      onFailure: (error) => Run.halt(state, { _tag: "Abandon", cause: error.message }),
+      onSuccess: (result) => {
+        if (result.cancelRequested) state.cancelRequested = true
+        return Run.afterJournal(state, entries)
+      }
+    })
   })
 
 const encodeError = (state: RunState, schema: S.Schema.All, error: unknown): Effect.Effect<unknown> =>
@@ -416,7 +415,7 @@ export const executeRun = (options: {
     }
     // At the deadline, a body busy with new work (a step attempt, a retry delay, an in-process wait)
     // is interrupted; a body still replaying its journal stops at its next boundary instead
-    // (`Run.checkDeadline`), so that the compensations of every journaled step are registered, and
+    // (`Run.checkStop`), so that the compensations of every journaled step are registered, and
     // a replay that reaches no new work ends as the first execution did. A requested cancel wins.
     const deadline = state.deadline
     const deadlineTimer = deadline === null ? Effect.never : Effect.gen(function*() {

@@ -224,7 +224,6 @@ export const withCreate = <A, E, R>(
     )
   })
 
-
 /**
  * Retries an operation on the store per `schedule` while it fails with `StoreError`. The happy
  * path builds no schedule driver: the retry machinery is set up at the first failure, which then
@@ -360,26 +359,17 @@ export const stopBody = (state: RunState, reason: StopReason): Effect.Effect<nev
     return yield* halt(state, reason)
   })
 
-/** Stops the body at a step boundary when an operator asked to cancel the run. */
-export const checkCancel = (state: RunState): Effect.Effect<void> =>
-  Effect.suspend(() =>
-    state.cancelRequested && state.phase === "body" ? stopBody(state, { _tag: "Cancel" }) : Effect.void
-  )
-
-/** Whether the run's deadline passed while its body runs: it then stops at the next step boundary. */
-const pastDeadline = (state: RunState): boolean =>
-  state.deadline !== null && state.phase === "body" && now(state) >= state.deadline
-
-/** Stops the body at a step boundary (before new work, or a replayed wait) once the deadline passed. */
-export const checkDeadline = (state: RunState): Effect.Effect<void> =>
-  Effect.suspend(() => pastDeadline(state) ? stopBody(state, { _tag: "Timeout" }) : Effect.void)
-
-/** Checks cancel, then the deadline: what every journaled operation does before new work. */
+/**
+ * What every journaled operation does before new work (or a replayed wait): stops the body at this
+ * step boundary when an operator asked to cancel the run, or else once its deadline passed.
+ */
 export const checkStop = (state: RunState): Effect.Effect<void> =>
   Effect.suspend(() =>
-    state.cancelRequested && state.phase === "body"
+    state.phase !== "body"
+      ? Effect.void
+      : state.cancelRequested
       ? stopBody(state, { _tag: "Cancel" })
-      : pastDeadline(state)
+      : state.deadline !== null && now(state) >= state.deadline
       ? stopBody(state, { _tag: "Timeout" })
       : Effect.void
   )
@@ -470,7 +460,7 @@ export const flush = (
       return Effect.void
     }
     const sentAt = now(state)
-    return withCreate(state, (create) =>
+    const commit = withCreate(state, (create) =>
       state.store.commit({
         runId: state.runId,
         epoch: state.epoch,
@@ -478,16 +468,15 @@ export const flush = (
         entries: pending.entries,
         attempts: pending.attempts,
         create
-      }).pipe(retryStore(state.settings.storeRetry))).pipe(
-        Effect.matchEffect({
-          onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
-          onSuccess: (result) => {
-            if (result.cancelRequested) state.cancelRequested = true
-            state.leaseConfirmedAt = Math.max(state.leaseConfirmedAt, sentAt)
-            return afterJournal(state, pending.entries)
-          }
-        })
-      )
+      }).pipe(retryStore(state.settings.storeRetry)))
+    return Effect.matchEffect(commit, {
+      onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
+      onSuccess: (result) => {
+        if (result.cancelRequested) state.cancelRequested = true
+        state.leaseConfirmedAt = Math.max(state.leaseConfirmedAt, sentAt)
+        return afterJournal(state, pending.entries)
+      }
+    })
   })
 
 /**
