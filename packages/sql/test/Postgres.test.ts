@@ -134,6 +134,15 @@ describe("SqlStore on Postgres", () => {
       const [run] = yield* capture("claim", store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 }))
       yield* capture("load", store.load(run.id))
       yield* capture("commit", store.commit(commitOf(run, { entries: [entry("a", 1, "succeeded")] })))
+      yield* capture(
+        "commit with create",
+        store.commit(commitOf(run, {
+          runId: `new-${id}`,
+          epoch: 1,
+          entries: [entry("a", 1, "started")],
+          create: { workflow, payload: "{}", workerId: "w" }
+        }))
+      )
       yield* capture("heartbeat", store.heartbeat({ workerId: "w", runs: [{ id: run.id, epoch: 1 }], leaseMs: 60_000 }))
       yield* capture("signal", store.signal({ runId: run.id, name: "s", signalId: "evt", payload: "1" }))
       yield* capture("list", store.list({ workflow, status: "running" }))
@@ -547,16 +556,38 @@ describe("SqlStore on Postgres: connections and plans", () => {
           }],
           attempts: [{ key: "a", attempt: 1, outcome: "running", error: null, startedAt, endedAt: null }]
         })
+        // a run created by its first commit (execute with a worker in the same process)
+        yield* store.commit({
+          runId: `plans-new-${i}`,
+          epoch: 1,
+          leaseMs: 60_000,
+          entries: [{
+            key: "a",
+            seq: 1,
+            kind: "step",
+            status: "started",
+            output: null,
+            error: null,
+            meta: null,
+            attempts: 1,
+            startedAt,
+            completedAt: null
+          }],
+          attempts: [{ key: "a", attempt: 1, outcome: "running", error: null, startedAt, endedAt: null }],
+          create: { workflow: "plans", payload: "{}", workerId: "w" }
+        })
       }
 
       const plans = yield* sql<{ readonly statement: string; readonly generic: number; readonly custom: number }>`
         SELECT statement, generic_plans::int AS generic, custom_plans::int AS custom FROM pg_prepared_statements`
-      const commit = plans.find((p) => p.statement.includes("fence AS"))
-      const create = plans.find((p) => p.statement.includes("INSERT INTO memento_runs"))
+      const commit = plans.find((p) => p.statement.includes("fence AS") && !p.statement.includes("ins AS ("))
+      const createCommit = plans.find((p) => p.statement.includes("fence AS") && p.statement.includes("ins AS ("))
+      const create = plans.find((p) => p.statement.includes("INSERT INTO memento_runs") && !p.statement.includes("fence AS"))
       assert.isDefined(commit, "the commit is a prepared statement")
+      assert.isDefined(createCommit, "the commit that creates its run is a prepared statement")
       assert.isDefined(create, "the create is a prepared statement")
       // Postgres makes custom plans for the first five executions, then keeps the generic one
-      for (const [name, p] of [["commit", commit!], ["create", create!]] as const) {
+      for (const [name, p] of [["commit", commit!], ["commit with create", createCommit!], ["create", create!]] as const) {
         assert.strictEqual(p.generic + p.custom, n, `${name}: executions`)
         assert.isAtMost(p.custom, 5, `${name}: planned ${p.custom} of ${n} executions anew`)
       }

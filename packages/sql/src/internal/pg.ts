@@ -80,9 +80,10 @@ const commitRow = (c: Commit, i: number) => {
     alert: tr !== undefined && isAlerting(tr.status),
     entries,
     attempts: uniqueAttempts(c.attempts),
-    workflow: c.create?.workflow ?? null,
-    payload: c.create?.payload ?? null,
-    owner: c.create?.workerId ?? null
+    // only in a commit that creates its run (undefined keys are left out of the JSON: NULL)
+    workflow: c.create?.workflow,
+    payload: c.create?.payload,
+    owner: c.create?.workerId
   }
 }
 
