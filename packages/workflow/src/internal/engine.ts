@@ -427,9 +427,10 @@ export const executeRun = (options: {
         : Effect.never
     })
     const execution = Effect.exit(Effect.provideService(handler.execute(payload.right), Run.WorkflowContext, state))
-    const body = yield* phase(state, deadline === null ? execution : Effect.raceFirst(execution, deadlineTimer))
-    if (body._tag === "Stopped") return yield* onStopped(body.reason)
-    return yield* settle(afterBody(body.value))
+    const body = deadline === null ? execution : Effect.raceFirst(execution, deadlineTimer)
+    // The body and what follows it (the finish, or the compensations) are one phase, one fiber: a
+    // halt in either stops it the same way.
+    return yield* settle(Effect.flatMap(body, afterBody))
   }).pipe(
     Tracing.withSpan("memento.run", {
       attributes: { "workflow.id": options.run.id, "workflow.name": options.run.workflow, "run.epoch": options.run.epoch },
