@@ -538,9 +538,8 @@ describe("SqlStore on Postgres: connections and plans", () => {
           claim: { workerId: "w", leaseMs: 60_000 }
         })
         const startedAt = 1_000 + i
-        yield* store.commit({
-          runId: run.id,
-          epoch: run.epoch,
+        // the first step's start marker
+        const start: Pick<Commit, "leaseMs" | "entries" | "attempts"> = {
           leaseMs: 60_000,
           entries: [{
             key: "a",
@@ -555,25 +554,13 @@ describe("SqlStore on Postgres: connections and plans", () => {
             completedAt: null
           }],
           attempts: [{ key: "a", attempt: 1, outcome: "running", error: null, startedAt, endedAt: null }]
-        })
+        }
+        yield* store.commit({ runId: run.id, epoch: run.epoch, ...start })
         // a run created by its first commit (execute with a worker in the same process)
         yield* store.commit({
           runId: `plans-new-${i}`,
           epoch: 1,
-          leaseMs: 60_000,
-          entries: [{
-            key: "a",
-            seq: 1,
-            kind: "step",
-            status: "started",
-            output: null,
-            error: null,
-            meta: null,
-            attempts: 1,
-            startedAt,
-            completedAt: null
-          }],
-          attempts: [{ key: "a", attempt: 1, outcome: "running", error: null, startedAt, endedAt: null }],
+          ...start,
           create: { workflow: "plans", payload: "{}", workerId: "w" }
         })
       }
