@@ -5,7 +5,7 @@
  * free slot, or when that worker is gone, the run goes the usual way and nothing is lost.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowConfig, WorkflowStore } from "@memento/workflow"
+import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowConfig, WorkflowError, WorkflowStore } from "@memento/workflow"
 import { Deferred, Effect, Fiber, Layer, Option, Schema } from "effect"
 import { advanceUntil, awaitStatus, Recorder, settings, settle, startWorker, successOf, workerLayer } from "./utils.js"
 
@@ -114,6 +114,43 @@ describe("in-process hand-over", () => {
           assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`).sort(), ["x:succeeded", "y:succeeded", "z:succeeded"])
         }
         assert.deepStrictEqual(read, [], "no result was read back")
+      }).pipe(Effect.provide(env))
+    }))
+
+  it.scoped("execute: a creating commit whose reply was lost is recovered; every step runs once", () =>
+    Effect.gen(function*() {
+      const recorder = new Recorder()
+      const { store } = yield* observedStore
+      // the first commit that creates a run is applied, but its caller gets a StoreError (the
+      // connection dropped after the commit): the retry then finds the run and fails with LeaseLost
+      let lost = 0
+      const lossy: WorkflowStore.WorkflowStore["Type"] = {
+        ...store,
+        commit: (commit) =>
+          Effect.suspend(() =>
+            commit.create !== undefined && lost++ === 0
+              ? Effect.zipRight(
+                store.commit(commit),
+                Effect.fail(new WorkflowError.StoreError({ operation: "commit", message: "connection lost after COMMIT" }))
+              )
+              : store.commit(commit)
+          )
+      }
+      const env = Layer.mergeAll(
+        WorkflowClient.layer,
+        workerLayer({ workflows: [Three], implementations: threeLive(recorder) })
+      ).pipe(Layer.provideMerge(Layer.succeed(WorkflowStore.WorkflowStore, lossy)), Layer.provideMerge(WorkflowConfig.layer(settings)))
+      yield* Effect.gen(function*() {
+        const client = yield* WorkflowClient.WorkflowClient
+        yield* settle
+        // the worker gave the run up; execute found it (same payload) and waited: after the lease
+        // expired the worker claimed it again and finished it
+        assert.strictEqual(yield* completing(client.execute(Three, 4, { id: "lossy" })), 7)
+        assert.strictEqual(lost, 2, "the creating commit and its retry")
+        assert.deepStrictEqual(recorder.counts("a", "b", "c"), { a: 1, b: 1, c: 1 })
+        const run = yield* client.get("lossy")
+        assert.strictEqual(run.status, "succeeded")
+        assert.strictEqual(run.epoch, 2, "claimed again after the lease of the creating commit expired")
       }).pipe(Effect.provide(env))
     }))
 
