@@ -37,14 +37,16 @@ export interface Options<W extends ReadonlyArray<Workflow.Any>> {
   readonly purge?: PeriodicPurgeOptions | undefined
 }
 
-/** A run a client of this process handed over; `create` when it is not stored yet. */
-interface HandedOver {
-  readonly run: RunRecord
-  readonly create: {
-    readonly commit: CommitCreate
-    readonly created: (created: boolean) => void
-  } | undefined
+/** What the first commit of a run handed over before it was stored creates, and whom to tell. */
+interface Unstored {
+  readonly commit: CommitCreate
+  readonly created: (created: boolean) => void
 }
+
+/** A run a client of this process handed over: stored (created claimed), or not yet. */
+type HandedOver =
+  | { readonly _tag: "Stored"; readonly run: RunRecord }
+  | { readonly _tag: "Unstored"; readonly runId: string; readonly create: Unstored }
 
 /**
  * Starts a worker in the current scope; it stops (gracefully) when the scope closes.
@@ -148,15 +150,36 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         reserved--
       },
       handOver: (run) => {
-        if (!Queue.unsafeOffer(handedOver, { run, create: undefined })) reserved--
+        if (!Queue.unsafeOffer(handedOver, { _tag: "Stored", run })) reserved--
       },
-      handOverNew: (run, commit, created) => {
-        if (!Queue.unsafeOffer(handedOver, { run, create: { commit, created } })) {
+      handOverNew: ({ created, id, payload, workflow }) => {
+        const create = { commit: { workflow, payload, workerId }, created }
+        if (!Queue.unsafeOffer(handedOver, { _tag: "Unstored", runId: id, create })) {
           reserved--
           created(false)
         }
       }
     }
+
+    /** The record a run handed over before it was stored will have once its first commit stores it. */
+    const unstored = (runId: string, { commit }: Unstored, now: number): RunRecord => ({
+      id: runId,
+      workflow: commit.workflow,
+      status: "running",
+      payload: commit.payload,
+      output: null,
+      error: null,
+      epoch: 1,
+      leaseOwner: workerId,
+      leaseExpiresAt: now + settings.leaseMs,
+      runnableAt: now,
+      cancelRequested: false,
+      recoveries: 0,
+      parentId: null,
+      createdAt: now,
+      updatedAt: now,
+      completedAt: null
+    })
 
     const wakeAt = (at: number) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sleep(Duration.millis(Math.max(0, at - now)))).pipe(
@@ -165,7 +188,7 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         Effect.asVoid
       )
 
-    const start = (run: RunRecord, create?: HandedOver["create"]) =>
+    const start = (run: RunRecord, create?: Unstored) =>
       Effect.gen(function*() {
         const slot: { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined; stored: boolean } = {
           epoch: run.epoch,
@@ -210,9 +233,11 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       })
 
     yield* Queue.take(handedOver).pipe(
-      Effect.flatMap(({ create, run }) => {
+      Effect.flatMap((item) => {
         reserved--
-        return start(run, create)
+        return item._tag === "Stored"
+          ? start(item.run)
+          : Effect.flatMap(Clock.currentTimeMillis, (now) => start(unstored(item.runId, item.create, now), item.create))
       }),
       Effect.forever,
       Effect.forkScoped
@@ -224,9 +249,9 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       Effect.gen(function*() {
         accepting = false
         withdraw()
-        for (const { create, run } of yield* Queue.takeAll(handedOver)) {
-          if (create === undefined) yield* Effect.ignore(store.release(run.id, run.epoch))
-          else create.created(false)
+        for (const item of yield* Queue.takeAll(handedOver)) {
+          if (item._tag === "Stored") yield* Effect.ignore(store.release(item.run.id, item.run.epoch))
+          else item.create.created(false)
         }
       })
     )

@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto"
 import type { Option, Schema as S } from "effect"
 import type { Scope } from "effect"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option as O, ParseResult, Schema, Stream } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option as O, ParseResult, Schema, Stream } from "effect"
 import * as Codec from "./internal/codec.js"
 import * as Local from "./internal/local.js"
 import { decodeRunError } from "./internal/engine.js"
@@ -376,32 +376,15 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   ): Effect.Effect<RunHandle, WorkflowIdConflict | InvalidPayload | PayloadTooLarge | StoreError> =>
     Effect.gen(function*() {
       const text = yield* prepare(workflow, payload, id)
-      const now = yield* Clock.currentTimeMillis
       const stored = yield* Deferred.make<boolean>()
       const local = Local.reserve(store, workflow.name)
       if (local !== undefined) {
-        local.handOverNew(
-          {
-            id,
-            workflow: workflow.name,
-            status: "running",
-            payload: text,
-            output: null,
-            error: null,
-            epoch: 1,
-            leaseOwner: local.workerId,
-            leaseExpiresAt: now + local.leaseMs,
-            runnableAt: now,
-            cancelRequested: false,
-            recoveries: 0,
-            parentId: null,
-            createdAt: now,
-            updatedAt: now,
-            completedAt: null
-          },
-          { workflow: workflow.name, payload: text, workerId: local.workerId },
-          (created) => Deferred.unsafeDone(stored, Exit.succeed(created))
-        )
+        local.handOverNew({
+          id,
+          workflow: workflow.name,
+          payload: text,
+          created: (created) => Deferred.unsafeDone(stored, Exit.succeed(created))
+        })
         if (yield* Deferred.await(stored)) return { id, workflow: workflow.name, created: true }
       }
       return yield* create(workflow, id, text)

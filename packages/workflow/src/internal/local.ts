@@ -1,5 +1,5 @@
 import type { Effect } from "effect"
-import type { CommitCreate, RunRecord } from "../WorkflowStore.js"
+import type { RunRecord } from "../WorkflowStore.js"
 
 /**
  * In-process shortcuts between the workers and the clients of one store object (the same
@@ -34,12 +34,16 @@ export interface LocalWorker {
   /** Starts a run created claimed by this worker, in the reserved slot. */
   readonly handOver: (run: RunRecord) => void
   /**
-   * Starts a run not stored yet, in the reserved slot: `run` is its record as it will be stored
-   * (claimed by this worker, epoch 1) and its first commit carries `create`. `created` is told once
-   * whether that commit stored the run (false: the ID existed, the store failed, or the worker
-   * stopped first).
+   * Starts a run not stored yet, in the reserved slot: its first commit creates it, claimed by this
+   * worker at epoch 1 (`Commit.create`). `created` is told once whether that commit stored the run
+   * (false: the ID existed, the store failed, or the worker stopped first).
    */
-  readonly handOverNew: (run: RunRecord, create: CommitCreate, created: (created: boolean) => void) => void
+  readonly handOverNew: (run: {
+    readonly id: string
+    readonly workflow: string
+    readonly payload: string
+    readonly created: (created: boolean) => void
+  }) => void
 }
 
 /** A `result`/`execute` waiting for a run: opened by events, polls or the local worker's finish. */
