@@ -33,6 +33,16 @@ const observedStore = Effect.gen(function*() {
   return { store: observed, claimed, read }
 })
 
+/** A client and a worker in one process, on `store`. */
+const inProcess = <const W extends ReadonlyArray<Workflow.Any>>(
+  store: WorkflowStore.WorkflowStore["Type"],
+  worker: Parameters<typeof workerLayer<W>>[0]
+) =>
+  Layer.mergeAll(WorkflowClient.layer, workerLayer(worker)).pipe(
+    Layer.provideMerge(Layer.succeed(WorkflowStore.WorkflowStore, store)),
+    Layer.provideMerge(WorkflowConfig.layer(settings))
+  )
+
 /** Runs `effect` while the test clock advances until it completes. */
 const completing = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
@@ -46,10 +56,7 @@ describe("in-process hand-over", () => {
     Effect.gen(function*() {
       const recorder = new Recorder()
       const { claimed, read, store } = yield* observedStore
-      const env = Layer.mergeAll(
-        WorkflowClient.layer,
-        workerLayer({ workflows: [Three], implementations: threeLive(recorder) })
-      ).pipe(Layer.provideMerge(Layer.succeed(WorkflowStore.WorkflowStore, store)), Layer.provideMerge(WorkflowConfig.layer(settings)))
+      const env = inProcess(store, { workflows: [Three], implementations: threeLive(recorder) })
       yield* Effect.gen(function*() {
         const client = yield* WorkflowClient.WorkflowClient
         yield* settle
@@ -94,10 +101,7 @@ describe("in-process hand-over", () => {
               commits.push({ runId: commit.runId, create: commit.create !== undefined, keys: commit.entries.map((e) => `${e.key}:${e.status}`) })
             ))
       }
-      const env = Layer.mergeAll(
-        WorkflowClient.layer,
-        workerLayer({ workflows: [Fan], implementations: implementation })
-      ).pipe(Layer.provideMerge(Layer.succeed(WorkflowStore.WorkflowStore, observed)), Layer.provideMerge(WorkflowConfig.layer(settings)))
+      const env = inProcess(observed, { workflows: [Fan], implementations: implementation })
       yield* Effect.gen(function*() {
         const client = yield* WorkflowClient.WorkflowClient
         yield* settle
@@ -136,10 +140,7 @@ describe("in-process hand-over", () => {
               : store.commit(commit)
           )
       }
-      const env = Layer.mergeAll(
-        WorkflowClient.layer,
-        workerLayer({ workflows: [Three], implementations: threeLive(recorder) })
-      ).pipe(Layer.provideMerge(Layer.succeed(WorkflowStore.WorkflowStore, lossy)), Layer.provideMerge(WorkflowConfig.layer(settings)))
+      const env = inProcess(lossy, { workflows: [Three], implementations: threeLive(recorder) })
       yield* Effect.gen(function*() {
         const client = yield* WorkflowClient.WorkflowClient
         yield* settle
