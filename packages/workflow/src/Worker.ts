@@ -48,6 +48,16 @@ type HandedOver =
   | { readonly _tag: "Stored"; readonly run: RunRecord }
   | { readonly _tag: "Unstored"; readonly runId: string; readonly create: Unstored }
 
+/** A run this worker executes. */
+interface Slot {
+  readonly epoch: number
+  fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined
+  /** False while a run handed over before it was stored waits for its first commit: no lease yet. */
+  stored: boolean
+  /** True once the commit that releases the lease (finish, park, suspend) was sent. */
+  releasing: boolean
+}
+
 /**
  * Starts a worker in the current scope; it stops (gracefully) when the scope closes.
  *
@@ -69,12 +79,7 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
     const workerId = options.workerId ??
       `${hostname()}-${process.pid}-${(yield* Random.nextIntBetween(0, 2 ** 31)).toString(36)}`
     const concurrency = Math.max(1, options.concurrency ?? 10)
-    // `stored` is false while a run handed over before it was stored waits for its first commit:
-    // it has no lease to extend yet.
-    const active = new Map<
-      string,
-      { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined; stored: boolean }
-    >()
+    const active = new Map<string, Slot>()
     const wake = yield* Queue.sliding<void>(1)
     const scope = yield* Effect.scope
     const notify = Queue.offer(wake, undefined)
@@ -103,7 +108,11 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       const held = new Set(yield* store.heartbeat({ workerId, runs, leaseMs: settings.leaseMs }))
       for (const run of runs) {
         const current = active.get(run.id)
-        if (!held.has(run.id) && current?.epoch === run.epoch && current.fiber !== undefined) {
+        // A run whose releasing commit was sent may have released its lease before this heartbeat
+        // ran: not a loss (were the lease lost, that fenced commit fails and stops the run).
+        if (
+          !held.has(run.id) && current?.epoch === run.epoch && current.fiber !== undefined && !current.releasing
+        ) {
           yield* Effect.logWarning("lease lost; stopping the run").pipe(Effect.annotateLogs("workflow.id", run.id))
           active.delete(run.id)
           yield* Effect.forkIn(Effect.asVoid(current.fiber.interruptAsFork(current.fiber.id())), scope)
@@ -190,11 +199,7 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
 
     const start = (run: RunRecord, create?: Unstored) =>
       Effect.gen(function*() {
-        const slot: { readonly epoch: number; fiber: Fiber.RuntimeFiber<Engine.Outcome> | undefined; stored: boolean } = {
-          epoch: run.epoch,
-          fiber: undefined,
-          stored: create === undefined
-        }
+        const slot: Slot = { epoch: run.epoch, fiber: undefined, stored: create === undefined, releasing: false }
         active.set(run.id, slot)
         // The slot is free once the final commit released the run's lease, although the run's
         // fiber still has its metrics to update: see `released`.
@@ -211,6 +216,9 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
             settings,
             hooks,
             released: free,
+            releasing: () => {
+              slot.releasing = true
+            },
             create: create === undefined ? undefined : {
               commit: create.commit,
               created: (created) => {

@@ -5,8 +5,8 @@
  * of crashing the worker (guarantee 10).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
-import { Context, Deferred, Effect, Exit, Layer, Schema, Scope, TestClock } from "effect"
+import { MemoryStore, Metrics, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
+import { Context, Deferred, Effect, Exit, FiberId, Layer, List, Logger, Metric, Schema, Scope, TestClock } from "effect"
 import {
   advanceUntil,
   awaitStatus,
@@ -20,7 +20,8 @@ import {
   settle,
   startWorker,
   successOf,
-  testEnv
+  testEnv,
+  workerLayer
 } from "./utils.js"
 
 class WorkerName extends Context.Tag("test/WorkerName")<WorkerName, string>() {}
@@ -124,6 +125,59 @@ describe("leases of healthy workers", () => {
       assert.strictEqual(run.epoch, 1)
       assert.strictEqual(run.recoveries, 0)
     }).pipe(Effect.provide(testEnv({ workflows: [W], implementations })))
+  })
+
+  it.effect("a heartbeat that finds the lease released by the final commit, whose reply is still on its way, stops nothing", () => {
+    const W = Workflow.make({ name: "release-race", payload: Schema.Void, success: Schema.String })
+    const implementations = W.implement(() => Step.run("a", { success: Schema.String }, Effect.succeed("done")))
+    const warnings: Array<string> = []
+    const capture = Logger.make(({ message }) => {
+      warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
+    })
+    // The final commit is applied (the lease released), and its reply waits until the test lets it
+    // through: meanwhile the worker's heartbeats run and do not find the lease held.
+    let applied = false
+    let heartbeatsMeanwhile = 0
+    const reply = Deferred.unsafeMake<void>(FiberId.none)
+    const StoreLive = Layer.effect(
+      WorkflowStore.WorkflowStore,
+      Effect.map(MemoryStore.make, (store): WorkflowStore.WorkflowStore["Type"] => ({
+        ...store,
+        commit: (commit) =>
+          commit.transition?.release !== true ? store.commit(commit) : Effect.tap(store.commit(commit), () =>
+            Effect.zipRight(
+              Effect.sync(() => {
+                applied = true
+              }),
+              Deferred.await(reply)
+            )),
+        heartbeat: (request) =>
+          Effect.tap(store.heartbeat(request), (held) =>
+            Effect.sync(() => {
+              if (applied && request.runs.length > 0 && held.length === 0) heartbeatsMeanwhile++
+            }))
+      }))
+    )
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      yield* client.start(W, undefined, { id: "release-race-1" })
+      yield* advanceUntil(Effect.sync(() => applied), { what: "the final commit to be applied" })
+      yield* TestClock.adjust(settings.heartbeatMs! * 2)
+      assert.isAtLeast(heartbeatsMeanwhile, 1)
+      yield* Deferred.succeed(reply, undefined)
+      assert.strictEqual(successOf(yield* resultOf(W, "release-race-1")), "done")
+      // the run's fiber went on after its final commit: it counted the run as succeeded
+      const succeeded = yield* Metric.value(Metric.tagged(Metrics.runsSucceeded, "workflow", "release-race"))
+      assert.strictEqual(succeeded.count, 1)
+      assert.deepStrictEqual(warnings.filter((warning) => warning.includes("lease lost")), [])
+    }).pipe(
+      Effect.provide(
+        Layer.mergeAll(WorkflowClient.layer, workerLayer({ workflows: [W], implementations })).pipe(
+          Layer.provideMerge(StoreLive),
+          Layer.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
+      )
+    )
   })
 
   it.effect("several workers on one store execute every run exactly once", () => {

@@ -133,6 +133,11 @@ export const executeRun = (options: {
    */
   readonly released?: (() => void) | undefined
   /**
+   * Called before a commit that releases the run's lease (a finish, a park, a suspend) is sent:
+   * from then on a heartbeat may find the lease released by that commit, which is no loss.
+   */
+  readonly releasing?: (() => void) | undefined
+  /**
    * A run handed over before it was stored (`run` is its record as it will be created, epoch 1):
    * its first commit creates it (`Commit.create`). `created` is told once whether it did.
    */
@@ -226,6 +231,7 @@ export const executeRun = (options: {
     const finish = (status: RunTransition["status"], change: Omit<RunTransition, "status" | "runnableAt" | "release">) =>
       Effect.gen(function*() {
         const signal = notifyParent(status, change)
+        options.releasing?.()
         yield* transition(state, {
           status,
           runnableAt: null,
@@ -377,12 +383,15 @@ export const executeRun = (options: {
           return settle(
             Effect.as(
               Effect.zipRight(
-                transition(state, {
-                  status: reason.status,
-                  runnableAt: reason.runnableAt,
-                  release: true,
-                  ...(reason.status === "waiting" ? { signalSeenSeq: maxSignal } : {})
-                }),
+                Effect.zipRight(
+                  Effect.sync(() => options.releasing?.()),
+                  transition(state, {
+                    status: reason.status,
+                    runnableAt: reason.runnableAt,
+                    release: true,
+                    ...(reason.status === "waiting" ? { signalSeenSeq: maxSignal } : {})
+                  })
+                ),
                 wakeToCancel
               ),
               { _tag: "Suspended", status: reason.status, runnableAt: reason.runnableAt } as const
