@@ -127,58 +127,70 @@ describe("leases of healthy workers", () => {
     }).pipe(Effect.provide(testEnv({ workflows: [W], implementations })))
   })
 
-  it.effect("a heartbeat that finds the lease released by the final commit, whose reply is still on its way, stops nothing", () => {
-    const W = Workflow.make({ name: "release-race", payload: Schema.Void, success: Schema.String })
-    const implementations = W.implement(() => Step.run("a", { success: Schema.String }, Effect.succeed("done")))
-    const warnings: Array<string> = []
-    const capture = Logger.make(({ message }) => {
-      warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
-    })
-    // The final commit is applied (the lease released), and its reply waits until the test lets it
-    // through: meanwhile the worker's heartbeats run and do not find the lease held.
-    let applied = false
-    let heartbeatsMeanwhile = 0
-    const reply = Deferred.unsafeMake<void>(FiberId.none)
-    const StoreLive = Layer.effect(
-      WorkflowStore.WorkflowStore,
-      Effect.map(MemoryStore.make, (store): WorkflowStore.WorkflowStore["Type"] => ({
-        ...store,
-        commit: (commit) =>
-          commit.transition?.release !== true ? store.commit(commit) : Effect.tap(store.commit(commit), () =>
-            Effect.zipRight(
+  // The releasing commit (the finish, or the suspend of a sleeping run) is applied, the lease
+  // released, and its reply waits until the test lets it through: meanwhile the worker's heartbeats
+  // run and do not find the lease held. Were that taken for a lost lease, the run's fiber would be
+  // interrupted after its commit: no success counted, no in-process wake-up timer for the sleep.
+  for (const releasing of ["finish", "suspend"] as const) {
+    const title = `a heartbeat that finds the lease released by the run's ${releasing} commit, whose reply is still on`
+    it.effect(`${title} its way, stops nothing`, () => {
+      const name = `release-race-${releasing}`
+      const W = Workflow.make({ name, payload: Schema.Void, success: Schema.String })
+      const implementations = W.implement(() =>
+        Effect.gen(function*() {
+          if (releasing === "suspend") yield* Workflow.sleep("nap", "10 seconds")
+          return yield* Step.run("a", { success: Schema.String }, Effect.succeed("done"))
+        })
+      )
+      const warnings: Array<string> = []
+      const capture = Logger.make(({ message }) => {
+        warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
+      })
+      let applied = false
+      let heartbeatsMeanwhile = 0
+      const reply = Deferred.unsafeMake<void>(FiberId.none)
+      const StoreLive = Layer.effect(
+        WorkflowStore.WorkflowStore,
+        Effect.map(MemoryStore.make, (store): WorkflowStore.WorkflowStore["Type"] => ({
+          ...store,
+          commit: (commit) =>
+            commit.transition?.release !== true || applied
+              ? store.commit(commit)
+              : Effect.tap(store.commit(commit), () =>
+                Effect.zipRight(
+                  Effect.sync(() => {
+                    applied = true
+                  }),
+                  Deferred.await(reply)
+                )),
+          heartbeat: (request) =>
+            Effect.tap(store.heartbeat(request), (held) =>
               Effect.sync(() => {
-                applied = true
-              }),
-              Deferred.await(reply)
-            )),
-        heartbeat: (request) =>
-          Effect.tap(store.heartbeat(request), (held) =>
-            Effect.sync(() => {
-              if (applied && request.runs.length > 0 && held.length === 0) heartbeatsMeanwhile++
-            }))
-      }))
-    )
-    return Effect.gen(function*() {
-      const client = yield* WorkflowClient.WorkflowClient
-      yield* client.start(W, undefined, { id: "release-race-1" })
-      yield* advanceUntil(Effect.sync(() => applied), { what: "the final commit to be applied" })
-      yield* TestClock.adjust(settings.heartbeatMs! * 2)
-      assert.isAtLeast(heartbeatsMeanwhile, 1)
-      yield* Deferred.succeed(reply, undefined)
-      assert.strictEqual(successOf(yield* resultOf(W, "release-race-1")), "done")
-      // the run's fiber went on after its final commit: it counted the run as succeeded
-      const succeeded = yield* Metric.value(Metric.tagged(Metrics.runsSucceeded, "workflow", "release-race"))
-      assert.strictEqual(succeeded.count, 1)
-      assert.deepStrictEqual(warnings.filter((warning) => warning.includes("lease lost")), [])
-    }).pipe(
-      Effect.provide(
-        Layer.mergeAll(WorkflowClient.layer, workerLayer({ workflows: [W], implementations })).pipe(
-          Layer.provideMerge(StoreLive),
-          Layer.provide(Logger.replace(Logger.defaultLogger, capture))
+                if (applied && request.runs.length > 0 && held.length === 0) heartbeatsMeanwhile++
+              }))
+        }))
+      )
+      return Effect.gen(function*() {
+        const client = yield* WorkflowClient.WorkflowClient
+        yield* client.start(W, undefined, { id: name })
+        yield* advanceUntil(Effect.sync(() => applied), { what: `the ${releasing} commit to be applied` })
+        yield* TestClock.adjust(settings.heartbeatMs! * 2)
+        assert.isAtLeast(heartbeatsMeanwhile, 1)
+        yield* Deferred.succeed(reply, undefined)
+        assert.strictEqual(successOf(yield* resultOf(W, name)), "done")
+        const succeeded = yield* Metric.value(Metric.tagged(Metrics.runsSucceeded, "workflow", name))
+        assert.strictEqual(succeeded.count, 1)
+        assert.deepStrictEqual(warnings.filter((warning) => warning.includes("lease lost")), [])
+      }).pipe(
+        Effect.provide(
+          Layer.mergeAll(WorkflowClient.layer, workerLayer({ workflows: [W], implementations })).pipe(
+            Layer.provideMerge(StoreLive),
+            Layer.provide(Logger.replace(Logger.defaultLogger, capture))
+          )
         )
       )
-    )
-  })
+    })
+  }
 
   it.effect("several workers on one store execute every run exactly once", () => {
     const recorder = new Recorder()
