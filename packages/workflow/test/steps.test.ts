@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Step, Workflow, WorkflowClient, WorkflowError } from "@memento/workflow"
 import type { WorkflowStore } from "@memento/workflow"
-import { Clock, Effect, Schema, TestClock } from "effect"
+import { Clock, Effect, FiberRef, HashMap, Option, Schedule, Schema, TestClock } from "effect"
 import type { CrashPoint } from "./utils.js"
 import {
   advanceUntil,
@@ -105,6 +105,60 @@ describe("crash and replay (guarantee 3, acceptance)", () => {
       }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks })))
     }
   )
+
+  it.effect("a step's StepContext and log annotations hold in each of its attempts and end with the step", () => {
+    const seen: Array<readonly [string, string | null, unknown, unknown]> = []
+    const probe = (where: string) =>
+      Effect.gen(function*() {
+        const context = yield* Effect.serviceOption(Step.StepContext)
+        const annotations = yield* FiberRef.get(FiberRef.currentLogAnnotations)
+        seen.push([
+          where,
+          Option.getOrNull(Option.map(context, (step) => `${step.key}/${step.attempt}`)),
+          Option.getOrNull(HashMap.get(annotations, "step.key")),
+          Option.getOrNull(HashMap.get(annotations, "step.attempt"))
+        ])
+      })
+    const W = Workflow.make({ name: "step-scope", payload: Schema.Void, success: Schema.Void })
+    const implementations = W.implement(() =>
+      Effect.gen(function*() {
+        yield* probe("before")
+        yield* Step.run("ok", probe("in ok"))
+        yield* probe("after ok")
+        yield* Effect.orDie(Step.run(
+          "flaky",
+          { success: Schema.Void, error: Flaky, retry: Schedule.recurs(1) },
+          Effect.zipRight(
+            probe("in flaky"),
+            Effect.flatMap(Step.attempt, (attempt) => attempt === 1 ? Effect.fail(new Flaky({ attempt })) : Effect.void)
+          )
+        ))
+        yield* probe("after flaky")
+        yield* Effect.either(
+          Step.run(
+            "fails",
+            { success: Schema.Void, error: OutOfStock, retry: Schedule.stop },
+            Effect.zipRight(probe("in fails"), Effect.fail(new OutOfStock({ sku: "x" })))
+          )
+        )
+        yield* probe("after fails")
+      })
+    )
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      successOf(yield* resultOf(W, (yield* client.start(W, undefined, { id: "step-scope-1" })).id))
+      assert.deepStrictEqual(seen, [
+        ["before", null, null, null],
+        ["in ok", "ok/1", "ok", 1],
+        ["after ok", null, null, null],
+        ["in flaky", "flaky/1", "flaky", 1],
+        ["in flaky", "flaky/2", "flaky", 2],
+        ["after flaky", null, null, null],
+        ["in fails", "fails/1", "fails", 1],
+        ["after fails", null, null, null]
+      ])
+    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations })))
+  })
 
   it.effect("the idempotency key is derived from workflow ID and step key: other runs get other keys", () => {
     const recorder = new Recorder()
