@@ -108,6 +108,20 @@ export const runsTimedOut: Metric.Metric.Counter<number> = counter(
 )
 
 /**
+ * Runs a worker stopped because it no longer held their lease: it expired (the worker was paused,
+ * starved or cut off for longer than `leaseMs`) or another worker claimed the run. Found by a
+ * heartbeat or by a fenced commit; the run itself goes on wherever it was claimed again. A steady
+ * rate means workers are overloaded or their leases are too short.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const leasesLost: Metric.Metric.Counter<number> = counter(
+  "memento_leases_lost",
+  "runs a worker stopped because it no longer held their lease"
+)
+
+/**
  * Duration of every step attempt that ran its effect (steps, transactions and compensations;
  * replayed steps are not measured), in milliseconds.
  *

@@ -8,10 +8,24 @@
  */
 import { hostname } from "node:os"
 import type { Fiber } from "effect"
-import { Chunk, Clock, Duration, Effect, ExecutionStrategy, Layer, Queue, Random, Schedule, Scope, Stream } from "effect"
+import {
+  Chunk,
+  Clock,
+  Duration,
+  Effect,
+  ExecutionStrategy,
+  Layer,
+  Metric,
+  Queue,
+  Random,
+  Schedule,
+  Scope,
+  Stream
+} from "effect"
 import * as Engine from "./internal/engine.js"
 import * as Local from "./internal/local.js"
 import * as Retention from "./internal/retention.js"
+import * as Metrics from "./Metrics.js"
 import { Hooks } from "./internal/run.js"
 import type * as Workflow from "./Workflow.js"
 import type { PeriodicPurgeOptions } from "./WorkflowClient.js"
@@ -56,6 +70,9 @@ interface Slot {
   stored: boolean
   /** True once the commit that releases the lease (finish, park, suspend) was sent. */
   releasing: boolean
+  /** True once the loss of its lease was counted (by a heartbeat or by the run's outcome). */
+  lost: boolean
+  readonly workflow: string
 }
 
 /**
@@ -101,6 +118,28 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
       Effect.forkScoped
     )
 
+    const leaseLost = (runId: string, workflow: string, how: string) =>
+      Effect.zipRight(
+        Effect.logWarning(`lease lost: ${how}`),
+        Metric.increment(Metrics.tagged(Metrics.leasesLost, ["workflow", workflow]))
+      ).pipe(Effect.annotateLogs({ "workflow.id": runId, "workflow.name": workflow }))
+
+    /** An execution that stopped without finishing or suspending its run: why, in the log. */
+    const abandoned = (run: RunRecord, slot: Slot, outcome: Extract<Engine.Outcome, { _tag: "Abandoned" }>) => {
+      if (outcome.injected) return Effect.logDebug(`run abandoned: ${outcome.cause}`)
+      // handed over unstored and its first commit did not store it (the ID exists, or the store
+      // failed): the `execute` that handed it over goes on as `start` would
+      if (!slot.stored) return Effect.logDebug(`run not stored by its first commit: ${outcome.cause}`)
+      if (outcome.leaseLost) {
+        if (slot.lost) return Effect.void
+        slot.lost = true
+        return leaseLost(run.id, run.workflow, `a fenced write found it gone (${outcome.cause})`)
+      }
+      return Effect.logWarning(
+        `run abandoned (claimable again once its lease expires): ${outcome.cause}`
+      ).pipe(Effect.annotateLogs({ "workflow.id": run.id, "workflow.name": run.workflow }))
+    }
+
     // Heartbeats: extend the leases held; a run whose lease is gone is stopped at once.
     yield* Effect.gen(function*() {
       const runs = [...active].flatMap(([id, { epoch, stored }]) => stored ? [{ id, epoch }] : [])
@@ -111,9 +150,11 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
         // A run whose releasing commit was sent may have released its lease before this heartbeat
         // ran: not a loss (were the lease lost, that fenced commit fails and stops the run).
         if (
-          !held.has(run.id) && current?.epoch === run.epoch && current.fiber !== undefined && !current.releasing
+          !held.has(run.id) && current?.epoch === run.epoch && current.fiber !== undefined && !current.releasing &&
+          !current.lost
         ) {
-          yield* Effect.logWarning("lease lost; stopping the run").pipe(Effect.annotateLogs("workflow.id", run.id))
+          current.lost = true
+          yield* leaseLost(run.id, current.workflow, "a heartbeat no longer found it; stopping the run")
           active.delete(run.id)
           yield* Effect.forkIn(Effect.asVoid(current.fiber.interruptAsFork(current.fiber.id())), scope)
         }
@@ -199,7 +240,14 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
 
     const start = (run: RunRecord, create?: Unstored) =>
       Effect.gen(function*() {
-        const slot: Slot = { epoch: run.epoch, fiber: undefined, stored: create === undefined, releasing: false }
+        const slot: Slot = {
+          epoch: run.epoch,
+          fiber: undefined,
+          stored: create === undefined,
+          releasing: false,
+          lost: false,
+          workflow: run.workflow
+        }
         active.set(run.id, slot)
         // The slot is free once the final commit released the run's lease, although the run's
         // fiber still has its metrics to update: see `released`.
@@ -229,7 +277,11 @@ export const make = <const W extends ReadonlyArray<Workflow.Any>>(
           })
         }).pipe(
           Effect.tap((outcome) =>
-            outcome._tag === "Suspended" && outcome.runnableAt !== null ? wakeAt(outcome.runnableAt) : Effect.void
+            outcome._tag === "Suspended" && outcome.runnableAt !== null
+              ? wakeAt(outcome.runnableAt)
+              : outcome._tag === "Abandoned"
+              ? abandoned(run, slot, outcome)
+              : Effect.void
           ),
           Effect.ensuring(Effect.suspend(() => {
             Local.stopped(store, run.id)

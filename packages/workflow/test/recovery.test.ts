@@ -99,6 +99,73 @@ describe("lease fencing in the engine (guarantee 5)", () => {
         [["step-1", 1, "running"], ["step-1", 2, "succeeded"], ["step-2", 1, "succeeded"]]
       )
       assert.strictEqual(successOf(yield* inStore(resultOf(W, id)))[0], "step-1 by B")
+      // A's fenced commit found the lease gone: counted once, for A
+      assert.strictEqual((yield* Metric.value(Metric.tagged(Metrics.leasesLost, "workflow", "fenced"))).count, 1)
+      yield* Scope.close(a, Exit.void)
+      yield* Scope.close(b, Exit.void)
+    })
+  })
+
+  it.scoped("a heartbeat that finds the lease taken over stops the run's step at once, counted and logged once", () => {
+    const recorder = new Recorder()
+    const W = Workflow.make({ name: "taken-over", payload: Schema.Void, success: Schema.String })
+    const warnings: Array<string> = []
+    const capture = Logger.make(({ logLevel, message }) => {
+      if (logLevel._tag === "Warning") {
+        warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
+      }
+    })
+    return Effect.gen(function*() {
+      const implementation = (name: string) =>
+        W.implement(() =>
+          Step.run(
+            "export",
+            { success: Schema.String },
+            Effect.gen(function*() {
+              yield* recorder.record("export", name)
+              // A is stuck in the step far longer than its lease; its heartbeats come too late
+              if (name === "A") yield* Effect.sleep("1 minute")
+              return `exported by ${name}`
+            })
+          )
+        )
+      const store = yield* MemoryStore.make
+      const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
+      const inStore = <A, E>(effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>) =>
+        effect.pipe(
+          Effect.provideService(WorkflowStore.WorkflowStore, store),
+          Effect.provideService(WorkflowClient.WorkflowClient, client),
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
+      const a = yield* inStore(startWorker({
+        workflows: [W],
+        implementations: implementation("A"),
+        // one slot, held by the stuck run: A cannot claim the run again itself
+        concurrency: 1,
+        workerId: "A",
+        settings: { heartbeatMs: settings.leaseMs! + 3_000 }
+      }))
+      const { id } = yield* client.start(W, undefined, { id: "taken-over-1" })
+      yield* settle
+      assert.deepStrictEqual(recorder.data("export"), ["A"])
+      // B claims the run once A's lease expired, before A's next heartbeat
+      const b = yield* inStore(startWorker({ workflows: [W], implementations: implementation("B"), workerId: "B" }))
+      const done = yield* inStore(awaitStatus(id, "succeeded"))
+      assert.strictEqual(done.epoch, 2)
+      // A's heartbeat finds the lease gone and stops the run there
+      yield* TestClock.adjust(settings.leaseMs! + 3_000)
+      assert.deepStrictEqual(recorder.data("export"), ["A", "B"])
+      assert.strictEqual((yield* Metric.value(Metric.tagged(Metrics.leasesLost, "workflow", "taken-over"))).count, 1)
+      assert.deepStrictEqual(
+        warnings.filter((warning) => warning.includes("lease lost")),
+        ["lease lost: a heartbeat no longer found it; stopping the run"]
+      )
+      const details = yield* client.inspect(id)
+      assert.deepStrictEqual(
+        details.attempts.map((attempt) => [attempt.attempt, attempt.outcome]),
+        [[1, "running"], [2, "succeeded"]],
+        "A wrote nothing after it lost the lease"
+      )
       yield* Scope.close(a, Exit.void)
       yield* Scope.close(b, Exit.void)
     })
@@ -191,6 +258,50 @@ describe("leases of healthy workers", () => {
       )
     })
   }
+
+  it.effect("a store that keeps failing: the run is abandoned with a warning (no lost lease) and taken over later", () => {
+    const W = Workflow.make({ name: "store-down", payload: Schema.Void, success: Schema.String })
+    const implementations = W.implement(() => Step.run("a", { success: Schema.String }, Effect.succeed("done")))
+    const warnings: Array<string> = []
+    const capture = Logger.make(({ logLevel, message }) => {
+      if (logLevel._tag === "Warning") {
+        warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
+      }
+    })
+    let down = true
+    const StoreLive = Layer.effect(
+      WorkflowStore.WorkflowStore,
+      Effect.map(MemoryStore.make, (store): WorkflowStore.WorkflowStore["Type"] => ({
+        ...store,
+        commit: (commit) =>
+          down
+            ? Effect.fail(new WorkflowError.StoreError({ operation: "commit", message: "connection refused" }))
+            : store.commit(commit)
+      }))
+    )
+    return Effect.gen(function*() {
+      const client = yield* WorkflowClient.WorkflowClient
+      yield* client.start(W, undefined, { id: "store-down-1" })
+      // the start marker's commit is retried per `storeRetry`, then the run is given up
+      yield* advanceUntil(Effect.sync(() => warnings.some((warning) => warning.startsWith("run abandoned"))), {
+        what: "the run to be abandoned"
+      })
+      assert.deepStrictEqual(warnings, [
+        "run abandoned (claimable again once its lease expires): connection refused"
+      ])
+      down = false
+      assert.strictEqual(successOf(yield* resultOf(W, "store-down-1")), "done")
+      assert.strictEqual((yield* client.get("store-down-1")).epoch, 2, "claimed again once the lease expired")
+      assert.strictEqual((yield* Metric.value(Metric.tagged(Metrics.leasesLost, "workflow", "store-down"))).count, 0)
+    }).pipe(
+      Effect.provide(
+        Layer.mergeAll(WorkflowClient.layer, workerLayer({ workflows: [W], implementations })).pipe(
+          Layer.provideMerge(StoreLive),
+          Layer.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
+      )
+    )
+  })
 
   it.effect("several workers on one store execute every run exactly once", () => {
     const recorder = new Recorder()

@@ -3,8 +3,17 @@
  * before any write.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowConfig, WorkflowError, WorkflowStore } from "@memento/workflow"
-import { Context, Effect, Fiber, Layer, Option, Schema } from "effect"
+import {
+  MemoryStore,
+  Metrics,
+  Step,
+  Workflow,
+  WorkflowClient,
+  WorkflowConfig,
+  WorkflowError,
+  WorkflowStore
+} from "@memento/workflow"
+import { Context, Effect, Fiber, Layer, Metric, Option, Schema } from "effect"
 import { advanceUntil, failureOf, Recorder, resultOf, settings, settle, successOf, testEnv, workerLayer } from "./utils.js"
 
 const Order = Schema.Struct({ orderId: Schema.String, amount: Schema.Number })
@@ -166,6 +175,9 @@ describe("start (guarantee 1)", () => {
       const details = yield* store.inspect("order-9")
       assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`), ["charge:succeeded"])
       assert.deepStrictEqual(details.attempts.map((a) => `${a.key}#${a.attempt}:${a.outcome}`), ["charge#1:succeeded"])
+      // the executes whose first commit found the run created by another are no lost leases
+      const lost = yield* Metric.value(Metric.tagged(Metrics.leasesLost, "workflow", "checkout"))
+      assert.strictEqual(lost.count, 0)
     }).pipe(Effect.provide(WorkflowConfig.layer(settings)))
   })
 

@@ -88,7 +88,7 @@ const transition = (state: RunState, change: RunTransition): Effect.Effect<void>
         create
       }).pipe(Run.retryStore(state.settings.storeRetry)))
     return Effect.matchEffect(commit, {
-      onFailure: (error) => Run.halt(state, { _tag: "Abandon", cause: error.message }),
+      onFailure: (error) => Run.abandon(state, error),
       onSuccess: (result) => {
         if (result.cancelRequested) state.cancelRequested = true
         return Run.afterJournal(state, entries)
@@ -114,7 +114,14 @@ const encodeError = (state: RunState, schema: S.Schema.All, error: unknown): Eff
 export type Outcome =
   | { readonly _tag: "Finished"; readonly status: RunTransition["status"] }
   | { readonly _tag: "Suspended"; readonly status: "sleeping" | "waiting"; readonly runnableAt: number | null }
-  | { readonly _tag: "Abandoned"; readonly cause: string }
+  | {
+    readonly _tag: "Abandoned"
+    readonly cause: string
+    /** A fenced write found the lease gone. */
+    readonly leaseLost: boolean
+    /** A crash injected by the testing kit. */
+    readonly injected: boolean
+  }
 
 /**
  * Executes one claimed run: loads its journal, replays the body, then finishes, suspends,
@@ -172,7 +179,7 @@ export const executeRun = (options: {
       loadFailure !== undefined && loadFailure._tag !== "JournalDecodeError" &&
       run.recoveries < settings.maxRecoveries
     ) {
-      return { _tag: "Abandoned", cause: loadFailure.message } as const
+      return { _tag: "Abandoned", cause: loadFailure.message, leaseLost: false, injected: false } as const
     }
     const loaded = snapshot._tag === "Right" ? snapshot.right : undefined
     const timeoutMs = workflow.timeout === undefined ? null : Duration.toMillis(workflow.timeout)
@@ -354,7 +361,12 @@ export const executeRun = (options: {
     const onStopped = (reason: StopReason): Effect.Effect<Outcome> => {
       switch (reason._tag) {
         case "Abandon":
-          return Effect.succeed({ _tag: "Abandoned", cause: reason.cause })
+          return Effect.succeed({
+            _tag: "Abandoned",
+            cause: reason.cause,
+            leaseLost: reason.leaseLost === true,
+            injected: reason.injected === true
+          })
         case "Park":
           return settle(parkWith(reason.reason))
         case "Cancel":

@@ -39,7 +39,14 @@ export type StopReason =
   | { readonly _tag: "Park"; readonly reason: typeof ParkReason.Type }
   | { readonly _tag: "Cancel" }
   | { readonly _tag: "Timeout" }
-  | { readonly _tag: "Abandon"; readonly cause: string }
+  | {
+    readonly _tag: "Abandon"
+    readonly cause: string
+    /** A fenced write found the lease gone (`LeaseLost`). */
+    readonly leaseLost?: boolean | undefined
+    /** A crash injected by the testing kit. */
+    readonly injected?: boolean | undefined
+  }
 
 /** Where the testing kit may inject a crash. */
 export type CrashPoint = "before-step" | "after-effect" | "after-journal"
@@ -256,8 +263,12 @@ export const halt = (state: RunState, reason: StopReason): Effect.Effect<never> 
 export const park = (state: RunState, reason: typeof ParkReason.Type): Effect.Effect<never> =>
   halt(state, { _tag: "Park", reason })
 
+/** Stops the run because the store failed or the lease is gone: this worker writes nothing more. */
+export const abandon = (state: RunState, error: { readonly _tag: string; readonly message: string }) =>
+  halt(state, { _tag: "Abandon", cause: error.message, leaseLost: error._tag === "LeaseLost" })
+
 const crash = (state: RunState, point: CrashPoint, key: string): Effect.Effect<never> =>
-  halt(state, { _tag: "Abandon", cause: `crash injected ${point} ${key}` })
+  halt(state, { _tag: "Abandon", cause: `crash injected ${point} ${key}`, injected: true })
 
 /** Abandons the run as if its process died (testing kit), when the hook says so. */
 export const crashPoint = (state: RunState, point: CrashPoint, key: string): Effect.Effect<void> =>
@@ -470,7 +481,7 @@ export const flush = (
         create
       }).pipe(retryStore(state.settings.storeRetry)))
     return Effect.matchEffect(commit, {
-      onFailure: (error) => halt(state, { _tag: "Abandon", cause: error.message }),
+      onFailure: (error) => abandon(state, error),
       onSuccess: (result) => {
         if (result.cancelRequested) state.cancelRequested = true
         state.leaseConfirmedAt = Math.max(state.leaseConfirmedAt, sentAt)

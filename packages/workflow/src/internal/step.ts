@@ -7,7 +7,7 @@ import { StepDefect, StepTimeout } from "../WorkflowError.js"
 import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { RunState } from "./run.js"
-import { afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, now, park } from "./run.js"
+import { abandon, afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, now, park } from "./run.js"
 
 /** What a step attempt can read about itself. */
 export interface StepInfo {
@@ -150,7 +150,7 @@ export const execute = <A, E, R>(
         if (Option.isSome(failure) && !(failure.value instanceof UserFailure)) {
           // The store failed or the lease is gone: whether the transaction committed is unknown,
           // so this worker stops; a replay reads the journal and runs the step again only if not.
-          return yield* halt(state, { _tag: "Abandon", cause: failure.value.message })
+          return yield* abandon(state, failure.value)
         }
         cause = Cause.map(transaction.cause, (error) => (error as UserFailure<E>).error)
       } else {
