@@ -26,6 +26,26 @@ import {
 
 class WorkerName extends Context.Tag("test/WorkerName")<WorkerName, string>() {}
 
+/** The warnings logged (message text), and the logger layer that collects them. */
+const warningLog = () => {
+  const warnings: Array<string> = []
+  const logger = Logger.replace(
+    Logger.defaultLogger,
+    Logger.make(({ logLevel, message }) => {
+      if (logLevel._tag !== "Warning") return
+      warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
+    })
+  )
+  return { warnings, logger }
+}
+
+/** A client and one worker on the given store, logging to `logger`. */
+const onStore = <const W extends ReadonlyArray<Workflow.Any>>(
+  store: Layer.Layer<WorkflowStore.WorkflowStore>,
+  logger: Layer.Layer<never>,
+  options: Parameters<typeof workerLayer<W>>[0]
+) => Layer.mergeAll(WorkflowClient.layer, workerLayer(options)).pipe(Layer.provideMerge(store), Layer.provide(logger))
+
 describe("lease fencing in the engine (guarantee 5)", () => {
   it.scoped("a worker that lost its lease writes nothing further and starts no further step", () => {
     const recorder = new Recorder()
@@ -109,12 +129,7 @@ describe("lease fencing in the engine (guarantee 5)", () => {
   it.scoped("a heartbeat that finds the lease taken over stops the run's step at once, counted and logged once", () => {
     const recorder = new Recorder()
     const W = Workflow.make({ name: "taken-over", payload: Schema.Void, success: Schema.String })
-    const warnings: Array<string> = []
-    const capture = Logger.make(({ logLevel, message }) => {
-      if (logLevel._tag === "Warning") {
-        warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
-      }
-    })
+    const { logger, warnings } = warningLog()
     return Effect.gen(function*() {
       const implementation = (name: string) =>
         W.implement(() =>
@@ -135,7 +150,7 @@ describe("lease fencing in the engine (guarantee 5)", () => {
         effect.pipe(
           Effect.provideService(WorkflowStore.WorkflowStore, store),
           Effect.provideService(WorkflowClient.WorkflowClient, client),
-          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+          Effect.provide(logger)
         )
       const a = yield* inStore(startWorker({
         workflows: [W],
@@ -209,10 +224,7 @@ describe("leases of healthy workers", () => {
           return yield* Step.run("a", { success: Schema.String }, Effect.succeed("done"))
         })
       )
-      const warnings: Array<string> = []
-      const capture = Logger.make(({ message }) => {
-        warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
-      })
+      const { logger, warnings } = warningLog()
       let applied = false
       let heartbeatsMeanwhile = 0
       const reply = Deferred.unsafeMake<void>(FiberId.none)
@@ -248,26 +260,14 @@ describe("leases of healthy workers", () => {
         const succeeded = yield* Metric.value(Metric.tagged(Metrics.runsSucceeded, "workflow", name))
         assert.strictEqual(succeeded.count, 1)
         assert.deepStrictEqual(warnings.filter((warning) => warning.includes("lease lost")), [])
-      }).pipe(
-        Effect.provide(
-          Layer.mergeAll(WorkflowClient.layer, workerLayer({ workflows: [W], implementations })).pipe(
-            Layer.provideMerge(StoreLive),
-            Layer.provide(Logger.replace(Logger.defaultLogger, capture))
-          )
-        )
-      )
+      }).pipe(Effect.provide(onStore(StoreLive, logger, { workflows: [W], implementations })))
     })
   }
 
   it.effect("a store that keeps failing: the run is abandoned with a warning (no lost lease) and taken over later", () => {
     const W = Workflow.make({ name: "store-down", payload: Schema.Void, success: Schema.String })
     const implementations = W.implement(() => Step.run("a", { success: Schema.String }, Effect.succeed("done")))
-    const warnings: Array<string> = []
-    const capture = Logger.make(({ logLevel, message }) => {
-      if (logLevel._tag === "Warning") {
-        warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
-      }
-    })
+    const { logger, warnings } = warningLog()
     let down = true
     const StoreLive = Layer.effect(
       WorkflowStore.WorkflowStore,
@@ -293,14 +293,7 @@ describe("leases of healthy workers", () => {
       assert.strictEqual(successOf(yield* resultOf(W, "store-down-1")), "done")
       assert.strictEqual((yield* client.get("store-down-1")).epoch, 2, "claimed again once the lease expired")
       assert.strictEqual((yield* Metric.value(Metric.tagged(Metrics.leasesLost, "workflow", "store-down"))).count, 0)
-    }).pipe(
-      Effect.provide(
-        Layer.mergeAll(WorkflowClient.layer, workerLayer({ workflows: [W], implementations })).pipe(
-          Layer.provideMerge(StoreLive),
-          Layer.provide(Logger.replace(Logger.defaultLogger, capture))
-        )
-      )
-    )
+    }).pipe(Effect.provide(onStore(StoreLive, logger, { workflows: [W], implementations })))
   })
 
   it.effect("several workers on one store execute every run exactly once", () => {
