@@ -72,29 +72,7 @@ const phase = <A>(state: RunState, effect: Effect.Effect<A>): Effect.Effect<Phas
 
 /** Commits the buffered rows with a status change. */
 const transition = (state: RunState, change: RunTransition): Effect.Effect<void> =>
-  Effect.suspend(() => {
-    const entries = [...state.pendingEntries.values()]
-    const attempts = [...state.pendingAttempts.values()]
-    state.pendingEntries.clear()
-    state.pendingAttempts.clear()
-    const commit = Run.withCreate(state, (create) =>
-      state.store.commit({
-        runId: state.runId,
-        epoch: state.epoch,
-        leaseMs: state.settings.leaseMs,
-        entries,
-        attempts,
-        transition: change,
-        create
-      }).pipe(Run.retryStore(state.settings.storeRetry)))
-    return Effect.matchEffect(commit, {
-      onFailure: (error) => Run.abandon(state, error),
-      onSuccess: (result) => {
-        if (result.cancelRequested) state.cancelRequested = true
-        return Run.afterJournal(state, entries)
-      }
-    })
-  })
+  Run.flush(state, [], [], { transition: change })
 
 const encodeError = (state: RunState, schema: S.Schema.All, error: unknown): Effect.Effect<unknown> =>
   Schema.encodeUnknown(schema as S.Schema<unknown, unknown>)(error).pipe(
@@ -211,7 +189,8 @@ export const executeRun = (options: {
           options.create!.created(stored)
         },
         onStored: started
-      }
+      },
+      releasing: options.releasing
     })
 
     /**
@@ -238,7 +217,6 @@ export const executeRun = (options: {
     const finish = (status: RunTransition["status"], change: Omit<RunTransition, "status" | "runnableAt" | "release">) =>
       Effect.gen(function*() {
         const signal = notifyParent(status, change)
-        options.releasing?.()
         yield* transition(state, {
           status,
           runnableAt: null,
@@ -395,15 +373,12 @@ export const executeRun = (options: {
           return settle(
             Effect.as(
               Effect.zipRight(
-                Effect.zipRight(
-                  Effect.sync(() => options.releasing?.()),
-                  transition(state, {
-                    status: reason.status,
-                    runnableAt: reason.runnableAt,
-                    release: true,
-                    ...(reason.status === "waiting" ? { signalSeenSeq: maxSignal } : {})
-                  })
-                ),
+                transition(state, {
+                  status: reason.status,
+                  runnableAt: reason.runnableAt,
+                  release: true,
+                  ...(reason.status === "waiting" ? { signalSeenSeq: maxSignal } : {})
+                }),
                 wakeToCancel
               ),
               { _tag: "Suspended", status: reason.status, runnableAt: reason.runnableAt } as const

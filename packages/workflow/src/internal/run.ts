@@ -8,6 +8,7 @@ import type {
   EntryKind,
   JournalEntry,
   RunStatus,
+  RunTransition,
   SignalRecord
 } from "../WorkflowStore.js"
 import { WorkflowStore } from "../WorkflowStore.js"
@@ -110,6 +111,8 @@ export interface RunState {
   phaseFiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
   /** Set while the run is not stored yet: its first commit creates it (see `withCreate`). */
   create: PendingCreate | undefined
+  /** Told before a commit that releases the lease is sent (the worker's heartbeats expect it gone). */
+  readonly releasing: (() => void) | undefined
 }
 
 /** The create of a run handed over before it was stored, waiting for the run's first commit. */
@@ -144,6 +147,7 @@ export const makeState = (options: {
   readonly cancelRequested: boolean
   readonly leaseConfirmedAt: number
   readonly create?: Omit<PendingCreate, "sending" | "sent"> | undefined
+  readonly releasing?: (() => void) | undefined
 }): Effect.Effect<RunState> =>
   Effect.sync(() => {
     const journal = new Map(options.entries.map((entry) => [entry.key, entry]))
@@ -190,7 +194,8 @@ export const makeState = (options: {
       phase: "body",
       stopReason: undefined,
       phaseFiber: undefined,
-      create: options.create === undefined ? undefined : { ...options.create, sending: false, sent: undefined }
+      create: options.create === undefined ? undefined : { ...options.create, sending: false, sent: undefined },
+      releasing: options.releasing
     }
   })
 
@@ -455,21 +460,27 @@ const takePending = (state: RunState) => {
 }
 
 /**
- * Writes the buffered rows plus `entries`/`attempts` in one fenced commit. A lost lease or a store
- * that keeps failing abandons the run: nothing more is written by this worker.
+ * Writes the buffered rows plus `entries`/`attempts` in one fenced commit, with the run's status
+ * change if `transition` is given (then even with no rows). A lost lease or a store that keeps
+ * failing abandons the run: nothing more is written by this worker.
  */
 export const flush = (
   state: RunState,
   entries: ReadonlyArray<JournalEntry> = [],
   attempts: ReadonlyArray<AttemptRecord> = [],
-  options?: { readonly evenIfEmpty?: boolean | undefined }
+  options?: { readonly evenIfEmpty?: boolean | undefined; readonly transition?: RunTransition | undefined }
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
     buffer(state, entries, attempts)
     const pending = takePending(state)
-    if (pending.entries.length === 0 && pending.attempts.length === 0 && options?.evenIfEmpty !== true) {
+    const transition = options?.transition
+    if (
+      pending.entries.length === 0 && pending.attempts.length === 0 && options?.evenIfEmpty !== true &&
+      transition === undefined
+    ) {
       return Effect.void
     }
+    if (transition?.release === true) state.releasing?.()
     const sentAt = now(state)
     const commit = withCreate(state, (create) =>
       state.store.commit({
@@ -478,6 +489,7 @@ export const flush = (
         leaseMs: state.settings.leaseMs,
         entries: pending.entries,
         attempts: pending.attempts,
+        transition,
         create
       }).pipe(retryStore(state.settings.storeRetry)))
     return Effect.matchEffect(commit, {
