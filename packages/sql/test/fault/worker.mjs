@@ -1,25 +1,30 @@
 /**
  * The worker process of the fault tests: a plain Node service running `Worker.layer` against Postgres
- * with `NodeRuntime.runMain` (SIGTERM shuts it down gracefully; the tests also kill -9, SIGSTOP and
+ * (or, with SQLITE_FILE, a SQLite file: the embedded default, one process at a time) with
+ * `NodeRuntime.runMain` (SIGTERM shuts it down gracefully; the tests also kill -9, SIGSTOP and
  * SIGCONT it).
  *
  * Plain ESM JavaScript on the BUILT packages (`@memento/*` resolve to packages/*\/dist, which
  * `tsc -b` writes and `npm test` runs first), so it starts with plain `node` in about half a second.
  * The workflow declarations match `test/utils/fault.ts` (names and Schemas), which starts the runs.
  *
- * Configuration (environment): DATABASE_URL, WORKER_ID, CONCURRENCY, LEASE_MS, HEARTBEAT_MS,
- * POLL_MS, MAX_RECOVERIES, STALL_STEP (a `fault-race` step key this worker hangs in, holding its
- * transaction, until it is killed). Prints one JSON line `{"event":"ready"}` once it serves.
+ * Configuration (environment): DATABASE_URL or SQLITE_FILE, WORKER_ID, CONCURRENCY, LEASE_MS,
+ * HEARTBEAT_MS, POLL_MS, MAX_RECOVERIES, STALL_STEP (a `fault-race` step key this worker hangs in,
+ * holding its transaction, until it is killed), START_FIVE (`prefix,count,maxDelayMs`: once it serves,
+ * this process starts the `fault-five` runs `prefix-0` .. `prefix-<count-1>` itself, as a service
+ * would; a start of an existing ID returns that run). Prints one JSON line `{"event":"ready"}` once it
+ * serves (and has made those starts).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlStore } from "@memento/sql"
-import { Step, Worker, Workflow, WorkflowConfig } from "@memento/workflow"
+import { Step, Worker, Workflow, WorkflowClient, WorkflowConfig } from "@memento/workflow"
 import { Effect, Layer, Random, Schedule, Schema } from "effect"
 import pg from "pg"
 
 const env = process.env
 const url = env.DATABASE_URL
+const sqliteFile = env.SQLITE_FILE
 const workerId = env.WORKER_ID ?? `worker-${process.pid}`
 const number = (name, fallback) => (env[name] === undefined || env[name] === "" ? fallback : Number(env[name]))
 
@@ -204,7 +209,9 @@ const SleeperLive = Sleeper.implement(({ sleepMs }) =>
 const concurrency = number("CONCURRENCY", 10)
 
 // a connection for every run (transaction steps hold one while they run) and some for the worker
-const StoreLive = SqlStore.layerPg({ url, maxConnections: concurrency + 4 })
+const StoreLive = sqliteFile
+  ? SqlStore.layerSqlite({ filename: sqliteFile })
+  : SqlStore.layerPg({ url, maxConnections: concurrency + 4 })
 
 const WorkerLive = Worker.layer({
   workflows: [FiveSteps, Race, Pause, Sleeper],
@@ -218,12 +225,25 @@ const WorkerLive = Worker.layer({
     pollMs: number("POLL_MS", 100),
     maxRecoveries: number("MAX_RECOVERIES", 5),
     shutdownGraceMs: 1_000
-  })),
-  Layer.provide(StoreLive)
+  }))
 )
 
+// the worker, and a client for START_FIVE, on one store
+const ServiceLive = Layer.merge(WorkerLive, WorkflowClient.layer).pipe(Layer.provide(StoreLive))
+
+/** The runs START_FIVE asks for, started (idempotently) by this process. */
+const startFive = Effect.gen(function*() {
+  if (!env.START_FIVE) return
+  const [prefix, count, maxDelayMs] = env.START_FIVE.split(",")
+  const client = yield* WorkflowClient.WorkflowClient
+  for (let n = 0; n < Number(count); n++) {
+    yield* client.start(FiveSteps, { n, maxDelayMs: Number(maxDelayMs) }, { id: `${prefix}-${n}` })
+  }
+})
+
 const main = Effect.gen(function*() {
-  yield* Layer.build(WorkerLive)
+  const context = yield* Layer.build(ServiceLive)
+  yield* Effect.provide(startFive, context)
   yield* Effect.sync(() => process.stdout.write(JSON.stringify({ event: "ready", workerId, pid: process.pid }) + "\n"))
   return yield* Effect.never
 }).pipe(Effect.scoped, Effect.annotateLogs("worker", workerId))

@@ -98,12 +98,12 @@ export const connect = (url: string) =>
 export const retrying = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.retry(effect, Schedule.spaced("250 millis").pipe(Schedule.intersect(Schedule.recurs(240))))
 
-/** Runs of `workflow` per status. */
+/** Runs of `workflow` per status (Postgres or SQLite). */
 export const statusCounts = (sql: SqlClient.SqlClient, workflow: string) =>
   Effect.map(
-    sql<{ readonly status: string; readonly n: number }>`SELECT status, count(*)::int AS n FROM memento_runs
+    sql<{ readonly status: string; readonly n: number | string }>`SELECT status, count(*) AS n FROM memento_runs
       WHERE workflow = ${workflow} GROUP BY status`,
-    (rows) => Object.fromEntries(rows.map((row) => [row.status, row.n])) as Record<string, number>
+    (rows) => Object.fromEntries(rows.map((row) => [row.status, Number(row.n)])) as Record<string, number>
   ).pipe(Effect.orDie)
 
 // -------------------------------------------------------------------------------------------------
@@ -118,6 +118,8 @@ const builtPackages = [
 
 export interface WorkerProcessOptions {
   readonly workerId: string
+  /** `fault-five` runs the process starts itself once it serves (idempotently, by ID). */
+  readonly startFive?: { readonly prefix: string; readonly count: number; readonly maxDelayMs: number } | undefined
   readonly concurrency?: number | undefined
   readonly leaseMs?: number | undefined
   readonly heartbeatMs?: number | undefined
@@ -181,10 +183,13 @@ process.once("exit", () => {
   for (const child of everyChild) child.kill("SIGKILL")
 })
 
+/** Where the workers' store is: a Postgres URL, or a SQLite file (one worker process at a time). */
+export type FleetStore = string | { readonly sqliteFile: string }
+
 /**
- * Spawns worker processes on `url`; every one still running is killed (-9) when the scope closes.
+ * Spawns worker processes on `store`; every one still running is killed (-9) when the scope closes.
  */
-export const makeFleet = (url: string): Effect.Effect<Fleet, never, Scope.Scope> =>
+export const makeFleet = (store: FleetStore): Effect.Effect<Fleet, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const missing = builtPackages.filter((file) => !existsSync(file))
@@ -193,28 +198,31 @@ export const makeFleet = (url: string): Effect.Effect<Fleet, never, Scope.Scope>
           `the fault tests run the built packages: run \`npx tsc -b\` first (missing ${missing.join(", ")})`
         )
       }
-      return new Fleet(url)
+      return new Fleet(store)
     }),
     (fleet) => fleet.close
   )
 
 export class Fleet {
   readonly all: Array<WorkerProcess> = []
-  constructor(readonly url: string) {}
+  constructor(readonly store: FleetStore) {}
 
   spawn(options: WorkerProcessOptions): WorkerProcess {
     const setting = (value: number | string | undefined) => value === undefined ? "" : String(value)
     const child = spawn(process.execPath, [script], {
       env: {
         ...process.env,
-        DATABASE_URL: this.url,
+        ...(typeof this.store === "string" ? { DATABASE_URL: this.store } : { SQLITE_FILE: this.store.sqliteFile }),
         WORKER_ID: options.workerId,
         CONCURRENCY: setting(options.concurrency),
         LEASE_MS: setting(options.leaseMs),
         HEARTBEAT_MS: setting(options.heartbeatMs),
         POLL_MS: setting(options.pollMs),
         MAX_RECOVERIES: setting(options.maxRecoveries),
-        STALL_STEP: setting(options.stallStep)
+        STALL_STEP: setting(options.stallStep),
+        START_FIVE: options.startFive === undefined
+          ? ""
+          : [options.startFive.prefix, options.startFive.count, options.startFive.maxDelayMs].join(",")
       },
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -277,7 +285,8 @@ export interface FiveStepsReport {
 
 /**
  * Checks every run of the five-step workload: succeeded with the right output and journal, no
- * lease left, each transactional side effect once, each keyed external effect applied once.
+ * lease left, each transactional side effect once, each keyed external effect applied once. Plain
+ * reads, counted here, so that it runs on Postgres and SQLite alike.
  */
 export const checkFiveSteps = (sql: SqlClient.SqlClient, ids: ReadonlyArray<string>) =>
   Effect.gen(function*() {
@@ -286,21 +295,25 @@ export const checkFiveSteps = (sql: SqlClient.SqlClient, ids: ReadonlyArray<stri
       readonly status: string
       readonly output: string | null
       readonly lease_owner: string | null
-      readonly lease_expires_at: string | null
+      readonly lease_expires_at: string | number | null
       readonly epoch: string | number
     }>`SELECT id, status, output, lease_owner, lease_expires_at, epoch FROM memento_runs WHERE workflow = 'fault-five'`
-    const journal = yield* sql<{ readonly run_id: string; readonly entries: string }>`SELECT run_id,
-        string_agg(key || ':' || status, ',' ORDER BY seq) AS entries FROM memento_journal GROUP BY run_id`
-    const tx = yield* sql<{ readonly run_id: string; readonly step: string; readonly n: number }>`SELECT run_id, step,
-        count(*)::int AS n FROM fx_tx GROUP BY run_id, step`
-    const ext = yield* sql<
-      { readonly run_id: string; readonly step: string; readonly n: number; readonly attempts: number }
-    >`
-      SELECT run_id, step, count(*)::int AS n, sum(attempts)::int AS attempts FROM fx_ext GROUP BY run_id, step`
+    const journal = yield* sql<{ readonly run_id: string; readonly key: string; readonly status: string }>`SELECT
+        run_id, key, status FROM memento_journal ORDER BY run_id, seq`
+    const tx = yield* sql<{ readonly run_id: string; readonly step: string }>`SELECT run_id, step FROM fx_tx`
+    const ext = yield* sql<{ readonly run_id: string; readonly step: string; readonly attempts: number }>`SELECT
+        run_id, step, attempts FROM fx_ext`
     const byRun = new Map(runs.map((run) => [run.id, run]))
-    const entries = new Map(journal.map((row) => [row.run_id, row.entries]))
-    const count = (rows: ReadonlyArray<{ readonly run_id: string; readonly step: string; readonly n: number }>) =>
-      new Map(rows.map((row) => [`${row.run_id}/${row.step}`, row.n]))
+    const entries = new Map<string, string>()
+    for (const row of journal) {
+      const before = entries.get(row.run_id)
+      entries.set(row.run_id, `${before === undefined ? "" : before + ","}${row.key}:${row.status}`)
+    }
+    const count = (rows: ReadonlyArray<{ readonly run_id: string; readonly step: string }>) => {
+      const counts = new Map<string, number>()
+      for (const { run_id, step } of rows) counts.set(`${run_id}/${step}`, (counts.get(`${run_id}/${step}`) ?? 0) + 1)
+      return counts
+    }
     const txRows = count(tx)
     const extRows = count(ext)
     const problems: Array<string> = []
@@ -347,7 +360,7 @@ export const checkFiveSteps = (sql: SqlClient.SqlClient, ids: ReadonlyArray<stri
       lost,
       duplicates,
       claimed,
-      absorbed: ext.reduce((sum, row) => sum + row.attempts - row.n, 0),
+      absorbed: ext.reduce((sum, row) => sum + Number(row.attempts) - 1, 0),
       reclaims: runs.reduce((sum, run) => sum + Number(run.epoch) - 1, 0)
     }
     return { report, problems }
