@@ -6,7 +6,14 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer, Option, Order, PubSub, Schema, Stream } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Order from "effect/Order"
+import * as PubSub from "effect/PubSub"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import { InvalidRunState, LeaseLost, RunNotFound, StoreError } from "./WorkflowError.js"
 import type {
   AlertRecord,

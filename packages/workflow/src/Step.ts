@@ -7,7 +7,9 @@
  * @since 0.1.0
  */
 import type { Schedule } from "effect"
-import { Duration, Effect, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import { WorkflowContext } from "./internal/run.js"
 import * as Run from "./internal/run.js"
 import type { StepInfo } from "./internal/step.js"

@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import type { Tracer } from "effect"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 
 /** Effect's built-in tracer: the one in the default services when no tracing layer is provided. */
 const builtIn: Tracer.Tracer = Effect.runSync(Effect.tracer)

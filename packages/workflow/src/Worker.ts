@@ -8,20 +8,18 @@
  */
 import { hostname } from "node:os"
 import type { Fiber } from "effect"
-import {
-  Chunk,
-  Clock,
-  Duration,
-  Effect,
-  ExecutionStrategy,
-  Layer,
-  Metric,
-  Queue,
-  Random,
-  Schedule,
-  Scope,
-  Stream
-} from "effect"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as Engine from "./internal/engine.js"
 import * as Local from "./internal/local.js"
 import * as Retention from "./internal/retention.js"

@@ -7,7 +7,12 @@
  * @since 0.1.0
  */
 import type { Schema as S } from "effect"
-import { Clock, Context, Duration, Effect, Layer, Schema } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import * as Codec from "./internal/codec.js"
 import * as Run from "./internal/run.js"
 import { WorkflowContext } from "./internal/run.js"

@@ -4,7 +4,10 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Layer, Schedule } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 
 /**
  * @since 0.1.0

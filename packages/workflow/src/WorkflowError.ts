@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Schema from "effect/Schema"
 
 /**
  * A start used an existing workflow ID with a different payload or workflow name. Nothing ran.

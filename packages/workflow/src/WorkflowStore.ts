@@ -12,7 +12,7 @@
  * @since 0.1.0
  */
 import type { Effect, Option, Stream } from "effect"
-import { Context } from "effect"
+import * as Context from "effect/Context"
 import type { InvalidRunState, JournalDecodeError, LeaseLost, RunNotFound, StoreError } from "./WorkflowError.js"
 
 /**

@@ -10,7 +10,11 @@
  * @since 0.1.0
  */
 import type { Layer as L } from "effect"
-import { Chunk, Data, Effect, Layer, TestClock } from "effect"
+import * as Chunk from "effect/Chunk"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as TestClock from "effect/TestClock"
 import { type CrashPoint, Hooks } from "./internal/run.js"
 import * as MemoryStore from "./MemoryStore.js"
 import * as Worker from "./Worker.js"

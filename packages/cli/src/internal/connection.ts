@@ -5,7 +5,10 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import * as SqlStore from "@memento/sql/SqlStore"
 import type { WorkflowStore } from "@memento/workflow/WorkflowStore"
 import type { Layer } from "effect"
-import { Config, Data, Effect, Option } from "effect"
+import * as Config from "effect/Config"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 
 /** Options shared by every command that opens the database. */
 export interface Connection {

@@ -1,4 +1,6 @@
-import { Context, Effect, Exit } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type { Scope } from "effect"
 
 /**

@@ -15,7 +15,8 @@ import type {
   WorkflowStore
 } from "@memento/workflow/WorkflowStore"
 import { alertStatuses, parkedStatuses, terminalStatuses } from "@memento/workflow/WorkflowStore"
-import { Data, Effect } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
 import { decodeCursor, decodeRuns, encodeCursor, mapSqlError, storeError } from "./rows.js"
 import type { Tables } from "./tables.js"
 

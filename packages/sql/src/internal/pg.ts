@@ -12,7 +12,9 @@ import type {
   RunRecord,
   StoreEvent
 } from "@memento/workflow/WorkflowStore"
-import { Effect, Exit, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import type { Scope, Stream } from "effect"
 import * as Batcher from "./batcher.js"
 import {

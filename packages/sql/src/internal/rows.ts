@@ -13,7 +13,11 @@ import type {
   SignalRecord,
   StoreEvent
 } from "@memento/workflow/WorkflowStore"
-import { Effect, Either, Option, ParseResult, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 
 // -------------------------------------------------------------------------------------------------
 // errors

@@ -14,7 +14,10 @@ import type {
   SignalDelivery,
   StoreEvent
 } from "@memento/workflow/WorkflowStore"
-import { Effect, Option, PubSub, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Stream from "effect/Stream"
 import {
   alertId,
   claimableStatuses,

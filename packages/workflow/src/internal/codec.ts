@@ -1,5 +1,6 @@
 import type { ParseResult } from "effect"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 
 /**
  * JSON text of a value encoded with its Schema. `undefined` (a `Schema.Void` result) is stored as

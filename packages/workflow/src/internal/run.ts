@@ -1,5 +1,11 @@
 import type { Fiber } from "effect"
-import { Clock, Context, Deferred, Effect, Exit, ParseResult, Schema } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import type { Settings } from "../WorkflowConfig.js"
 import { JournalDecodeError, JournalMismatch, ParkReason, PayloadTooLarge } from "../WorkflowError.js"
 import type {
