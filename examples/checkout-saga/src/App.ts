@@ -16,16 +16,16 @@
  * - `LEASE_MS`, `HEARTBEAT_MS`, `POLL_MS`, `MAX_RECOVERIES`: the engine's settings
  *   (`WorkflowConfig`), defaults from `@memento/workflow`.
  */
-import { mkdirSync } from "node:fs"
-import { dirname } from "node:path"
+import type { MigrationError } from "@effect/sql/Migrator"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import type { MigrationError } from "@effect/sql/Migrator"
 import { SqlStore } from "@memento/sql"
 import type { WorkflowStore } from "@memento/workflow"
 import { Worker, WorkflowClient, WorkflowConfig } from "@memento/workflow"
 import type { ConfigError } from "effect"
 import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { mkdirSync } from "node:fs"
+import { dirname } from "node:path"
 import { Checkout, CheckoutLive, CheckoutSettings } from "./Checkout.js"
 import * as PaymentWebhook from "./PaymentWebhook.js"
 import * as Email from "./providers/Email.js"

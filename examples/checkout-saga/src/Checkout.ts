@@ -117,34 +117,44 @@ export const CheckoutLive = Checkout.implement((order) =>
         fail("provider-unavailable", error.message)
       )
 
-    const reservation = yield* Step.run("reserve-inventory", {
-      success: Reservation,
-      error: Schema.Union(OutOfStock, ProviderUnavailable),
-      retry: providerRetry,
-      retryOn: isUnavailable,
-      compensate: (reservation) => inventory.release(reservation.id)
-    }, Effect.flatMap(Step.idempotencyKey, (idempotencyKey) =>
-      inventory.reserve({ orderId: order.orderId, items: order.items, idempotencyKey }))).pipe(
+    const reservation = yield* Step.run(
+      "reserve-inventory",
+      {
+        success: Reservation,
+        error: Schema.Union(OutOfStock, ProviderUnavailable),
+        retry: providerRetry,
+        retryOn: isUnavailable,
+        compensate: (reservation) => inventory.release(reservation.id)
+      },
+      Effect.flatMap(
+        Step.idempotencyKey,
+        (idempotencyKey) => inventory.reserve({ orderId: order.orderId, items: order.items, idempotencyKey })
+      )
+    ).pipe(
       Effect.catchTags({
         OutOfStock: (error) => fail("out-of-stock", error.message),
         ProviderUnavailable: (error) => undoUnknown("release-unknown-reservation", error, inventory.releaseByKey)
       })
     )
 
-    const charge = yield* Step.run("charge-card", {
-      success: Charge,
-      error: Schema.Union(PaymentDeclined, ProviderUnavailable),
-      retry: providerRetry,
-      retryOn: isUnavailable,
-      compensate: (charge) => payments.refund(charge.id)
-    }, Effect.flatMap(Step.idempotencyKey, (idempotencyKey) =>
-      payments.charge({
-        orderId: order.orderId,
-        runId,
-        amountCents: reservation.totalCents,
-        paymentMethod: order.paymentMethod,
-        idempotencyKey
-      }))).pipe(
+    const charge = yield* Step.run(
+      "charge-card",
+      {
+        success: Charge,
+        error: Schema.Union(PaymentDeclined, ProviderUnavailable),
+        retry: providerRetry,
+        retryOn: isUnavailable,
+        compensate: (charge) => payments.refund(charge.id)
+      },
+      Effect.flatMap(Step.idempotencyKey, (idempotencyKey) =>
+        payments.charge({
+          orderId: order.orderId,
+          runId,
+          amountCents: reservation.totalCents,
+          paymentMethod: order.paymentMethod,
+          idempotencyKey
+        }))
+    ).pipe(
       Effect.catchTags({
         PaymentDeclined: (error) => fail("card-declined", error.message),
         ProviderUnavailable: (error) => undoUnknown("refund-unknown-charge", error, payments.refundByKey)
@@ -157,37 +167,46 @@ export const CheckoutLive = Checkout.implement((order) =>
         fail("payment-not-confirmed", `the provider did not confirm charge ${charge.id} in time`))
     )
 
-    const shipment = yield* Step.run("create-shipment", {
-      success: Shipment,
-      error: ProviderUnavailable,
-      retry: providerRetry,
-      compensate: (shipment) => shipping.cancel(shipment.id)
-    }, Effect.flatMap(Step.idempotencyKey, (idempotencyKey) =>
-      shipping.create({
-        orderId: order.orderId,
-        reservationId: reservation.id,
-        address: order.shippingAddress,
-        idempotencyKey
-      }))).pipe(
+    const shipment = yield* Step.run(
+      "create-shipment",
+      {
+        success: Shipment,
+        error: ProviderUnavailable,
+        retry: providerRetry,
+        compensate: (shipment) =>
+          shipping.cancel(shipment.id)
+      },
+      Effect.flatMap(Step.idempotencyKey, (idempotencyKey) =>
+        shipping.create({
+          orderId: order.orderId,
+          reservationId: reservation.id,
+          address: order.shippingAddress,
+          idempotencyKey
+        }))
+    ).pipe(
       Effect.catchTag("ProviderUnavailable", (error) =>
         undoUnknown("cancel-unknown-shipment", error, shipping.cancelByKey))
     )
 
     // The point of no return: once the customer may have been told, nothing is rolled back. An
     // email that still fails after its retries is reported in the receipt, not compensated.
-    const sent = yield* Step.run("send-confirmation-email", {
-      success: SentEmail,
-      error: ProviderUnavailable,
-      retry: providerRetry
-    }, Effect.flatMap(Step.idempotencyKey, (idempotencyKey) =>
-      email.send({
-        orderId: order.orderId,
-        to: order.email,
-        subject: `Order ${order.orderId} confirmed`,
-        body: `We charged ${(charge.amountCents / 100).toFixed(2)} and shipped with ${shipment.carrier}, ` +
-          `tracking number ${shipment.trackingNumber}.`,
-        idempotencyKey
-      }))).pipe(Effect.option)
+    const sent = yield* Step.run(
+      "send-confirmation-email",
+      {
+        success: SentEmail,
+        error: ProviderUnavailable,
+        retry: providerRetry
+      },
+      Effect.flatMap(Step.idempotencyKey, (idempotencyKey) =>
+        email.send({
+          orderId: order.orderId,
+          to: order.email,
+          subject: `Order ${order.orderId} confirmed`,
+          body: `We charged ${(charge.amountCents / 100).toFixed(2)} and shipped with ${shipment.carrier}, ` +
+            `tracking number ${shipment.trackingNumber}.`,
+          idempotencyKey
+        }))
+    ).pipe(Effect.option)
 
     return {
       orderId: order.orderId,

@@ -14,19 +14,19 @@
  * - `GET /ledger` — the simulated providers' books and whether the saga's invariants hold.
  * - `GET /health` — 200 when the database answers.
  */
+import type * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
+import type * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import type { MigrationError } from "@effect/sql/Migrator"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import type { Layer } from "effect"
-import { WorkflowClient, WorkflowError, type WorkflowStore } from "@memento/workflow"
-import type * as HttpApp from "@effect/platform/HttpApp"
-import type * as HttpServerError from "@effect/platform/HttpServerError"
 import { Admin, IdempotencyKey, Webhook } from "@memento/http"
+import { WorkflowClient, WorkflowError, type WorkflowStore } from "@memento/workflow"
+import type { Layer } from "effect"
 import type { ConfigError } from "effect"
 import { Cause, Config, Effect, Exit, Layer as L, Option, ParseResult, Schema } from "effect"
 import { Checkout, CheckoutFailed, Order, type Receipt } from "./Checkout.js"
@@ -239,6 +239,6 @@ export const layer: Layer.Layer<
   never,
   SqlError | MigrationError | Admin.AdminAuthRequired | ConfigError.ConfigError,
   HttpServer.HttpServer | WorkflowClient.WorkflowClient | SqlClient
-> = L.unwrapEffect(Effect.map(adminRouter, (admin) =>
-  HttpServer.serve(withProblems(router.pipe(HttpRouter.mount("/admin", admin))))
-)).pipe(L.provide(StoresLive))
+> = L.unwrapEffect(
+  Effect.map(adminRouter, (admin) => HttpServer.serve(withProblems(router.pipe(HttpRouter.mount("/admin", admin)))))
+).pipe(L.provide(StoresLive))

@@ -52,9 +52,12 @@ export const read: Effect.Effect<Books, SqlError, SqlClient> = Effect.gen(functi
   const items = yield* sql<Row>`SELECT sku, name, price_cents, available, total
     FROM ${table(Inventory.tables.items)} ORDER BY sku`
 
-  const orders = new Map<string, {
-    -readonly [K in keyof OrderBooks]: OrderBooks[K] extends ReadonlyArray<infer A> ? Array<A> : OrderBooks[K]
-  }>()
+  const orders = new Map<
+    string,
+    {
+      -readonly [K in keyof OrderBooks]: OrderBooks[K] extends ReadonlyArray<infer A> ? Array<A> : OrderBooks[K]
+    }
+  >()
   const order = (id: unknown) => {
     const orderId = String(id)
     let books = orders.get(orderId)

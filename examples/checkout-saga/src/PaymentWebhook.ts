@@ -61,35 +61,36 @@ export class DeliveryFailed extends Schema.TaggedError<DeliveryFailed>()("Delive
 }
 
 /** The provider's side: POSTs the signed event to `url`; `duplicate` is what the receiver answered. */
-export const deliver = (url: string, signature: Webhook.Signature) =>
-(confirmation: Confirmation): Effect.Effect<{ readonly duplicate: boolean }, DeliveryFailed> =>
-  Effect.gen(function*() {
-    const body = JSON.stringify(eventOf(confirmation))
-    const now = yield* Clock.currentTimeMillis
-    const response = yield* Effect.tryPromise({
-      try: (signal) =>
-        fetch(url, {
-          method: "POST",
-          body,
-          signal,
-          headers: {
-            "content-type": "application/json",
-            "webhook-signature": Webhook.sign(signature, { body, timestamp: now })
-          }
-        }),
-      catch: (error) => new DeliveryFailed({ url, reason: String(error) })
-    })
-    const text = yield* Effect.promise(() => response.text().catch(() => ""))
-    if (!response.ok) return yield* new DeliveryFailed({ url, reason: `${response.status} ${text.slice(0, 200)}` })
-    const answer = yield* Effect.try({
-      try: () => JSON.parse(text) as { readonly duplicate?: unknown },
-      catch: () => new DeliveryFailed({ url, reason: `not a webhook answer: ${text.slice(0, 200)}` })
-    })
-    return { duplicate: answer.duplicate === true }
-  }).pipe(Effect.timeoutFail({
-    duration: "10 seconds",
-    onTimeout: () => new DeliveryFailed({ url, reason: "no answer in 10 seconds" })
-  }))
+export const deliver =
+  (url: string, signature: Webhook.Signature) =>
+  (confirmation: Confirmation): Effect.Effect<{ readonly duplicate: boolean }, DeliveryFailed> =>
+    Effect.gen(function*() {
+      const body = JSON.stringify(eventOf(confirmation))
+      const now = yield* Clock.currentTimeMillis
+      const response = yield* Effect.tryPromise({
+        try: (signal) =>
+          fetch(url, {
+            method: "POST",
+            body,
+            signal,
+            headers: {
+              "content-type": "application/json",
+              "webhook-signature": Webhook.sign(signature, { body, timestamp: now })
+            }
+          }),
+        catch: (error) => new DeliveryFailed({ url, reason: String(error) })
+      })
+      const text = yield* Effect.promise(() => response.text().catch(() => ""))
+      if (!response.ok) return yield* new DeliveryFailed({ url, reason: `${response.status} ${text.slice(0, 200)}` })
+      const answer = yield* Effect.try({
+        try: () => JSON.parse(text) as { readonly duplicate?: unknown },
+        catch: () => new DeliveryFailed({ url, reason: `not a webhook answer: ${text.slice(0, 200)}` })
+      })
+      return { duplicate: answer.duplicate === true }
+    }).pipe(Effect.timeoutFail({
+      duration: "10 seconds",
+      onTimeout: () => new DeliveryFailed({ url, reason: "no answer in 10 seconds" })
+    }))
 
 /** The provider's delivery as configured by `PAYMENTS_WEBHOOK_URL` / `PORT` and `PAYMENTS_WEBHOOK_SECRET`. */
 export const deliverConfig: Effect.Effect<
@@ -115,8 +116,10 @@ export const receive = Effect.flatMap(signatureConfig, (signature) =>
           { chargeId: event.data.chargeId, amountCents: event.data.amountCents },
           { signalId: event.data.chargeId }
         )).pipe(
-          Effect.catchTag("RunNotFound", (error) =>
-            Effect.logWarning(`payments webhook ${event.id}: ${error.message}; ignored`))
+          Effect.catchTag(
+            "RunNotFound",
+            (error) => Effect.logWarning(`payments webhook ${event.id}: ${error.message}; ignored`)
+          )
         )
   })).pipe(
     Effect.catchTags({

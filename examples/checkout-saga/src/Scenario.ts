@@ -13,11 +13,11 @@
  */
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import { spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import { WorkflowClient } from "@memento/workflow"
 import { Console, Duration, Effect } from "effect"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
 import { Checkout, type Order } from "./Checkout.js"
 import * as Ledger from "./Ledger.js"
 import { TestCards } from "./providers/Payments.js"
@@ -84,50 +84,51 @@ const mark = (status: string) => status === "succeeded" ? "✓" : status === "fa
 const workerScript = fileURLToPath(new URL("./worker.js", import.meta.url))
 
 /** The scenario's worker process; killed (SIGKILL) when the scope closes if it still runs. */
-const workerProcess = (baseUrl: string) => Effect.acquireRelease(
-  Effect.async<{ readonly pid: number; readonly kill: Effect.Effect<void> }, Error>((resume) => {
-    const child = spawn(process.execPath, ["--enable-source-maps", workerScript], {
-      env: {
-        ...process.env,
-        WORKER_ID: "scenario-worker",
-        PAYMENTS_WEBHOOK_URL: process.env.PAYMENTS_WEBHOOK_URL ?? `${baseUrl}/webhooks/payments`,
-        LEASE_MS: "3000",
-        HEARTBEAT_MS: "1000",
-        POLL_MS: "200",
-        FAULT_LATENCY_MS: "500",
-        FAULT_ERROR_RATE: "0",
-        FAULT_LOST_RESPONSE_RATE: "0",
-        OTEL_TRACES: "none"
-      },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let output = ""
-    let exited = false
-    let ready = false
-    const exit = new Promise<void>((resolve) => child.on("exit", () => resolve()))
-    const kill = Effect.promise(() => {
-      if (!exited) child.kill("SIGKILL")
-      return exit
-    })
-    child.on("exit", (code, signal) => {
-      exited = true
-      if (!ready) resume(Effect.fail(new Error(`the worker process exited (${signal ?? code}):\n${output}`)))
-    })
-    const onData = (chunk: Buffer) => {
-      output = (output + chunk.toString("utf8")).slice(-20_000)
-      if (!ready && output.includes("checkout worker scenario-worker ready")) {
-        ready = true
-        resume(Effect.succeed({ pid: child.pid!, kill }))
+const workerProcess = (baseUrl: string) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly pid: number; readonly kill: Effect.Effect<void> }, Error>((resume) => {
+      const child = spawn(process.execPath, ["--enable-source-maps", workerScript], {
+        env: {
+          ...process.env,
+          WORKER_ID: "scenario-worker",
+          PAYMENTS_WEBHOOK_URL: process.env.PAYMENTS_WEBHOOK_URL ?? `${baseUrl}/webhooks/payments`,
+          LEASE_MS: "3000",
+          HEARTBEAT_MS: "1000",
+          POLL_MS: "200",
+          FAULT_LATENCY_MS: "500",
+          FAULT_ERROR_RATE: "0",
+          FAULT_LOST_RESPONSE_RATE: "0",
+          OTEL_TRACES: "none"
+        },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let output = ""
+      let exited = false
+      let ready = false
+      const exit = new Promise<void>((resolve) => child.on("exit", () => resolve()))
+      const kill = Effect.promise(() => {
+        if (!exited) child.kill("SIGKILL")
+        return exit
+      })
+      child.on("exit", (code, signal) => {
+        exited = true
+        if (!ready) resume(Effect.fail(new Error(`the worker process exited (${signal ?? code}):\n${output}`)))
+      })
+      const onData = (chunk: Buffer) => {
+        output = (output + chunk.toString("utf8")).slice(-20_000)
+        if (!ready && output.includes("checkout worker scenario-worker ready")) {
+          ready = true
+          resume(Effect.succeed({ pid: child.pid!, kill }))
+        }
       }
-    }
-    child.stdout.on("data", onData)
-    child.stderr.on("data", onData)
-    return Effect.sync(() => child.kill("SIGKILL"))
-  }).pipe(
-    Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error("the worker process did not start") })
-  ),
-  (worker) => worker.kill
-)
+      child.stdout.on("data", onData)
+      child.stderr.on("data", onData)
+      return Effect.sync(() => child.kill("SIGKILL"))
+    }).pipe(
+      Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error("the worker process did not start") })
+    ),
+    (worker) => worker.kill
+  )
 
 const money = (cents: number) => (cents / 100).toFixed(2)
 

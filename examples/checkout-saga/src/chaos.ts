@@ -22,14 +22,6 @@
  *   of the providers in the workers.
  * - `PAYMENT_CONFIRMATION_TIMEOUT` (`6 seconds`): how long a saga waits for the confirmation.
  */
-import { type ChildProcess, spawn } from "node:child_process"
-import { createServer as createHttpServer } from "node:http"
-import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
-import { createRequire } from "node:module"
-import { createServer } from "node:net"
-import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -37,6 +29,14 @@ import { SqlClient } from "@effect/sql/SqlClient"
 import { SqlStore } from "@memento/sql"
 import { WorkflowClient, WorkflowConfig, type WorkflowStore } from "@memento/workflow"
 import { Cause, Console, Effect, Exit, Layer, Option, Random, Redacted, Schedule, type Scope } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
+import { createServer as createHttpServer } from "node:http"
+import { createRequire } from "node:module"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { Checkout, type Order } from "./Checkout.js"
 import * as Http from "./Http.js"
 import * as Ledger from "./Ledger.js"
@@ -497,8 +497,10 @@ const program = Effect.gen(function*() {
       WHERE workflow = ${Checkout.name}`,
     (rows) => new Map(rows.map((row) => [row.id, row.status]))
   )
-  const unfinished = Effect.map(runStatuses, (statuses) =>
-    orders.filter(({ order }) => !terminal.includes(statuses.get(order.orderId) ?? "pending")).length)
+  const unfinished = Effect.map(
+    runStatuses,
+    (statuses) => orders.filter(({ order }) => !terminal.includes(statuses.get(order.orderId) ?? "pending")).length
+  )
 
   let timedOut = false
   while ((yield* unfinished) > 0 || kills < minKills) {

@@ -7,12 +7,12 @@
  * gracefully: the server stops accepting requests and the worker lets running steps finish (or
  * releases their leases).
  */
-import { createServer } from "node:http"
-import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
-import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { Config, Console, Effect, Layer } from "effect"
+import { createServer } from "node:http"
 import { BaseLive, describeStorage, WorkerLive } from "./App.js"
 import * as Http from "./Http.js"
 import * as Scenario from "./Scenario.js"

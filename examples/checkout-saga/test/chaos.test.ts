@@ -5,10 +5,10 @@
  * user would, and checks its exit code and the invariants it printed.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { Effect } from "effect"
 
 const script = fileURLToPath(new URL("../dist/chaos.js", import.meta.url))
 

@@ -4,9 +4,9 @@
  * step boundary. Every test checks the providers' books: no order charged twice, every charge of a
  * failed order refunded, inventory conserved.
  */
-import { assert, describe, it } from "@effect/vitest"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { SqlClient } from "@effect/sql/SqlClient"
+import { assert, describe, it } from "@effect/vitest"
 import { WorkflowClient } from "@memento/workflow"
 import * as Testing from "@memento/workflow/testing"
 import { Cause, Effect, Exit, Layer, Option } from "effect"
@@ -67,9 +67,12 @@ describe("checkout saga on SQLite", () => {
   it.live("a declined card ends compensated: nothing charged, the inventory released", () =>
     Effect.gen(function*() {
       const client = yield* WorkflowClient.WorkflowClient
-      const exit = yield* Effect.exit(client.execute(Checkout, order("declined-1", {
-        paymentMethod: Payments.TestCards.declined
-      })))
+      const exit = yield* Effect.exit(client.execute(
+        Checkout,
+        order("declined-1", {
+          paymentMethod: Payments.TestCards.declined
+        })
+      ))
       const error = failureOf(exit)
       assert.instanceOf(error, CheckoutFailed)
       assert.strictEqual((error as CheckoutFailed).reason, "card-declined")
@@ -94,9 +97,12 @@ describe("checkout saga on SQLite", () => {
     Effect.gen(function*() {
       const client = yield* WorkflowClient.WorkflowClient
       // the mugs are in stock, the poster is sold out: the reservation is all or nothing
-      const exit = yield* Effect.exit(client.execute(Checkout, order("sold-out-1", {
-        items: [{ sku: "mug", quantity: 1 }, { sku: "poster", quantity: 1 }]
-      })))
+      const exit = yield* Effect.exit(client.execute(
+        Checkout,
+        order("sold-out-1", {
+          items: [{ sku: "mug", quantity: 1 }, { sku: "poster", quantity: 1 }]
+        })
+      ))
       const error = failureOf(exit)
       assert.instanceOf(error, CheckoutFailed)
       assert.strictEqual((error as CheckoutFailed).reason, "out-of-stock")
@@ -118,9 +124,12 @@ describe("checkout saga on SQLite", () => {
   it.live("a payment the provider never confirms times out and is refunded", () =>
     Effect.gen(function*() {
       const client = yield* WorkflowClient.WorkflowClient
-      const exit = yield* Effect.exit(client.execute(Checkout, order("unconfirmed-1", {
-        paymentMethod: Payments.TestCards.noConfirmation
-      })))
+      const exit = yield* Effect.exit(client.execute(
+        Checkout,
+        order("unconfirmed-1", {
+          paymentMethod: Payments.TestCards.noConfirmation
+        })
+      ))
       const error = failureOf(exit)
       assert.instanceOf(error, CheckoutFailed)
       assert.strictEqual((error as CheckoutFailed).reason, "payment-not-confirmed")

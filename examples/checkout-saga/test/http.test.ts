@@ -1,15 +1,15 @@
 /**
  * The HTTP API on a real server (random port) and a real SQLite file.
  */
-import { assert, describe, it } from "@effect/vitest"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as HttpServer from "@effect/platform/HttpServer"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { createServer } from "node:http"
+import { assert, describe, it } from "@effect/vitest"
 import { Webhook } from "@memento/http"
 import { Cause, ConfigProvider, Effect, Exit, Layer } from "effect"
+import { createServer } from "node:http"
 import * as Http from "../src/Http.js"
 import * as PaymentWebhook from "../src/PaymentWebhook.js"
 import * as Payments from "../src/providers/Payments.js"
@@ -28,10 +28,12 @@ let keys = 0
 /** POST with a fresh Idempotency-Key (or the one given; `null`: none). */
 const post = (path: string, body: unknown, key: string | null = `key-${++keys}`) =>
   Effect.flatMap(HttpClient.HttpClient, (client) =>
-    client.execute(HttpClientRequest.post(path).pipe(
-      key === null ? (request) => request : HttpClientRequest.setHeader("idempotency-key", key),
-      HttpClientRequest.bodyUnsafeJson(body)
-    )))
+    client.execute(
+      HttpClientRequest.post(path).pipe(
+        key === null ? (request) => request : HttpClientRequest.setHeader("idempotency-key", key),
+        HttpClientRequest.bodyUnsafeJson(body)
+      )
+    ))
 
 const get = (path: string) => Effect.flatMap(HttpClient.HttpClient, (client) => client.get(path))
 
@@ -110,10 +112,12 @@ describe("HTTP API", () => {
       assert.strictEqual(extra.status, 400)
 
       const notJson = yield* Effect.flatMap(HttpClient.HttpClient, (client) =>
-        client.execute(HttpClientRequest.post("/checkout").pipe(
-          HttpClientRequest.setHeader("idempotency-key", "not-json-1"),
-          HttpClientRequest.bodyText("{", "application/json")
-        )))
+        client.execute(
+          HttpClientRequest.post("/checkout").pipe(
+            HttpClientRequest.setHeader("idempotency-key", "not-json-1"),
+            HttpClientRequest.bodyText("{", "application/json")
+          )
+        ))
       assert.strictEqual(notJson.status, 400)
       assert.strictEqual((yield* json(notJson)).title, "Unreadable body")
 
@@ -165,11 +169,16 @@ describe("HTTP API", () => {
       const event = PaymentWebhook.eventOf({ runId: "hook-1", chargeId: charge.id, amountCents: charge.amountCents })
       const text = JSON.stringify(event)
       const deliver = (signed: string) =>
-        Effect.flatMap(HttpClient.HttpClient, (client) =>
-          client.execute(HttpClientRequest.post("/webhooks/payments").pipe(
-            HttpClientRequest.setHeader("webhook-signature", signed),
-            HttpClientRequest.bodyText(text, "application/json")
-          )))
+        Effect.flatMap(
+          HttpClient.HttpClient,
+          (client) =>
+            client.execute(
+              HttpClientRequest.post("/webhooks/payments").pipe(
+                HttpClientRequest.setHeader("webhook-signature", signed),
+                HttpClientRequest.bodyText(text, "application/json")
+              )
+            )
+        )
 
       // a wrong signature is refused and stores nothing
       const forged = yield* deliver(Webhook.sign({ ...signature, secret: "not-the-secret" }, {
@@ -212,10 +221,13 @@ describe("HTTP API", () => {
   it.live("without ADMIN_TOKEN the service refuses a non-loopback address; with it, /admin requires the token", () =>
     Effect.gen(function*() {
       // NodeHttpServer.layerTest listens on 0.0.0.0
-      const open = yield* Effect.exit(Effect.provide(Effect.void, Http.layer.pipe(
-        Layer.provideMerge(NodeHttpServer.layerTest),
-        Layer.provideMerge(env())
-      )))
+      const open = yield* Effect.exit(Effect.provide(
+        Effect.void,
+        Http.layer.pipe(
+          Layer.provideMerge(NodeHttpServer.layerTest),
+          Layer.provideMerge(env())
+        )
+      ))
       assert.isTrue(Exit.isFailure(open))
       assert.include(String(Cause.squash((open as Exit.Failure<unknown, unknown>).cause)), "AdminAuthRequired")
 
@@ -226,10 +238,15 @@ describe("HTTP API", () => {
       )
       yield* Effect.gen(function*() {
         assert.strictEqual((yield* get("/admin/api/runs")).status, 401)
-        const authorized = yield* Effect.flatMap(HttpClient.HttpClient, (client) =>
-          client.execute(HttpClientRequest.get("/admin/api/runs").pipe(
-            HttpClientRequest.bearerToken("s3cret-token")
-          )))
+        const authorized = yield* Effect.flatMap(
+          HttpClient.HttpClient,
+          (client) =>
+            client.execute(
+              HttpClientRequest.get("/admin/api/runs").pipe(
+                HttpClientRequest.bearerToken("s3cret-token")
+              )
+            )
+        )
         assert.strictEqual(authorized.status, 200)
         // the rest of the API needs no token
         assert.strictEqual((yield* get("/health")).status, 200)

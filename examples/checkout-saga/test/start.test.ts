@@ -6,13 +6,13 @@
  * checkouts and skips the scenario.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect } from "effect"
 
 const script = fileURLToPath(new URL("../dist/main.js", import.meta.url))
 
@@ -72,41 +72,45 @@ const stop = (child: ChildProcess) =>
   })
 
 describe("npm start", () => {
-  it.live("first start: the scenario with a crash and recovery mid-saga, then the API and dashboard", () =>
-    Effect.gen(function*() {
-      assert.isTrue(existsSync(script), `${script} is missing: build first (npx tsc -b examples/checkout-saga)`)
-      const cwd = mkdtempSync(join(tmpdir(), "checkout-start-"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(cwd, { recursive: true, force: true })))
-      const port = yield* freePort()
+  it.live(
+    "first start: the scenario with a crash and recovery mid-saga, then the API and dashboard",
+    () =>
+      Effect.gen(function*() {
+        assert.isTrue(existsSync(script), `${script} is missing: build first (npx tsc -b examples/checkout-saga)`)
+        const cwd = mkdtempSync(join(tmpdir(), "checkout-start-"))
+        yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(cwd, { recursive: true, force: true })))
+        const port = yield* freePort()
 
-      const first = yield* start(cwd, port, "Try:")
-      const output = first.output()
-      assert.include(output, `dashboard on http://localhost:${port}/admin/`)
-      assert.match(output, /demo-good-1, a good order, pm_card_visa: succeeded/)
-      assert.match(output, /demo-declined-1, a declined card, pm_card_declined: compensated \(card-declined/)
-      assert.match(output, /killed with SIGKILL in the middle of the saga/)
-      assert.match(output, /demo-crash-1, its worker killed mid-saga, pm_card_visa: succeeded/)
-      assert.match(
-        output,
-        /demo-crash-1 at the providers: 1 charge .* 1 shipment, 1 email — the card was charged once/
-      )
-      assert.match(output, /webhooks: {2}the payment provider POSTed \d+ signed confirmations/)
-      assert.include(output, "invariants hold")
-      assert.notInclude(output, "scenario failed")
+        const first = yield* start(cwd, port, "Try:")
+        const output = first.output()
+        assert.include(output, `dashboard on http://localhost:${port}/admin/`)
+        assert.match(output, /demo-good-1, a good order, pm_card_visa: succeeded/)
+        assert.match(output, /demo-declined-1, a declined card, pm_card_declined: compensated \(card-declined/)
+        assert.match(output, /killed with SIGKILL in the middle of the saga/)
+        assert.match(output, /demo-crash-1, its worker killed mid-saga, pm_card_visa: succeeded/)
+        assert.match(
+          output,
+          /demo-crash-1 at the providers: 1 charge .* 1 shipment, 1 email — the card was charged once/
+        )
+        assert.match(output, /webhooks: {2}the payment provider POSTed \d+ signed confirmations/)
+        assert.include(output, "invariants hold")
+        assert.notInclude(output, "scenario failed")
 
-      const base = `http://127.0.0.1:${port}`
-      const health = yield* Effect.promise(() => fetch(`${base}/health`))
-      assert.strictEqual(health.status, 200)
-      const dashboard = yield* Effect.promise(() => fetch(`${base}/admin/`))
-      assert.strictEqual(dashboard.status, 200)
-      assert.include(yield* Effect.promise(() => dashboard.text()), "demo-crash-1")
-      const ledger = yield* Effect.promise(() => fetch(`${base}/ledger`).then((r) => r.json()))
-      assert.isTrue((ledger as any).invariants.hold)
+        const base = `http://127.0.0.1:${port}`
+        const health = yield* Effect.promise(() => fetch(`${base}/health`))
+        assert.strictEqual(health.status, 200)
+        const dashboard = yield* Effect.promise(() => fetch(`${base}/admin/`))
+        assert.strictEqual(dashboard.status, 200)
+        assert.include(yield* Effect.promise(() => dashboard.text()), "demo-crash-1")
+        const ledger = yield* Effect.promise(() => fetch(`${base}/ledger`).then((r) => r.json()))
+        assert.isTrue((ledger as any).invariants.hold)
 
-      assert.strictEqual(yield* stop(first.child), 0)
+        assert.strictEqual(yield* stop(first.child), 0)
 
-      const second = yield* start(cwd, port, "Try:")
-      assert.include(second.output(), "Checkouts exist in the database already; the first-start scenario is skipped.")
-      assert.strictEqual(yield* stop(second.child), 0)
-    }).pipe(Effect.scoped), 120_000)
+        const second = yield* start(cwd, port, "Try:")
+        assert.include(second.output(), "Checkouts exist in the database already; the first-start scenario is skipped.")
+        assert.strictEqual(yield* stop(second.child), 0)
+      }).pipe(Effect.scoped),
+    120_000
+  )
 })

@@ -2,13 +2,13 @@
  * The checkout service on a real SQLite file in a temporary folder (deleted afterwards): store,
  * client, the four providers and a worker, with short timings.
  */
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { SqlStore } from "@memento/sql"
 import { Worker, WorkflowClient, WorkflowConfig } from "@memento/workflow"
 import type { Duration } from "effect"
 import { Effect, Layer, Schedule } from "effect"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import type { Order } from "../src/Checkout.js"
 import { Checkout, CheckoutLive, CheckoutSettings } from "../src/Checkout.js"
 import * as Ledger from "../src/Ledger.js"

@@ -214,17 +214,21 @@ const listCommand = Command.make(
       ))
 ).pipe(Command.withDescription("List runs, newest first, one page at a time."))
 
-const showCommand = Command.make("show", { ...common(), id: idArg }, (options) =>
-  withClient(options, (client) =>
-    Effect.flatMap(
-      client.inspect(options.id),
-      (details) => print(options, () => Format.timeline(details), () => Json.details(details))
-    ))).pipe(
-    Command.withDescription(
-      "Show a run's timeline: every step and attempt with durations and errors, compensations, " +
-        "generations archived by retries, signals and child runs."
-    )
+const showCommand = Command.make(
+  "show",
+  { ...common(), id: idArg },
+  (options) =>
+    withClient(options, (client) =>
+      Effect.flatMap(
+        client.inspect(options.id),
+        (details) => print(options, () => Format.timeline(details), () => Json.details(details))
+      ))
+).pipe(
+  Command.withDescription(
+    "Show a run's timeline: every step and attempt with durations and errors, compensations, " +
+      "generations archived by retries, signals and child runs."
   )
+)
 
 const operation = (
   name: "cancel" | "resume",
@@ -369,14 +373,18 @@ const migrateCommand = Command.make("migrate", common("either"), (options) =>
     Command.withDescription("Create or upgrade the store's tables (idempotent).")
   )
 
-const statsCommand = Command.make("stats", common(), (options) =>
-  withClient(options, (client) =>
-    Effect.flatMap(client.stats, (counts) =>
-      print(
-        options,
-        () => Format.stats(counts),
-        () => ({ counts })
-      )))).pipe(Command.withDescription("Count runs by workflow and status."))
+const statsCommand = Command.make(
+  "stats",
+  common(),
+  (options) =>
+    withClient(options, (client) =>
+      Effect.flatMap(client.stats, (counts) =>
+        print(
+          options,
+          () => Format.stats(counts),
+          () => ({ counts })
+        )))
+).pipe(Command.withDescription("Count runs by workflow and status."))
 
 /** What a `--module` for `memento worker` must export. */
 interface WorkerModule {

@@ -90,16 +90,20 @@ const saga = (name: string, counters: ReturnType<typeof makeCounters>) => {
             return Effect.void
           })
       }, Effect.sync(() => `hold-${++counters.reserve}`))
-      yield* Step.run("charge", {
-        success: Schema.Number,
-        error: PaymentDeclined,
-        retry: Schedule.spaced("10 millis").pipe(Schedule.intersect(Schedule.recurs(2)))
-      }, Effect.suspend(() => {
-        counters.charge++
-        return counters.declines
-          ? Effect.fail(new PaymentDeclined({ message: "card declined" }))
-          : Effect.succeed(price)
-      }))
+      yield* Step.run(
+        "charge",
+        {
+          success: Schema.Number,
+          error: PaymentDeclined,
+          retry: Schedule.spaced("10 millis").pipe(Schedule.intersect(Schedule.recurs(2)))
+        },
+        Effect.suspend(() => {
+          counters.charge++
+          return counters.declines
+            ? Effect.fail(new PaymentDeclined({ message: "card declined" }))
+            : Effect.succeed(price)
+        })
+      )
       yield* Step.run("ship", Effect.sync(() => void counters.ship++))
       return `order ${order.orderId} shipped`
     })

@@ -9,7 +9,6 @@
  *
  * @since 0.1.0
  */
-import { createHash, timingSafeEqual } from "node:crypto"
 import * as HttpIncomingMessage from "@effect/platform/HttpIncomingMessage"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -26,6 +25,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import { createHash, timingSafeEqual } from "node:crypto"
 import * as Dashboard from "./Dashboard.js"
 import { detailsView, runView } from "./internal/adminViews.js"
 import { scriptHashes } from "./internal/scripts.js"
@@ -505,8 +505,7 @@ export const router = <E = never, R = never>(
           stats: counts,
           now
         }))
-      }).pipe(pageErrors)
-    )
+      }).pipe(pageErrors))
 
     const runPage = guarded("page", () =>
       Effect.gen(function*() {
@@ -515,8 +514,7 @@ export const router = <E = never, R = never>(
         const details = yield* client.inspect(yield* runId)
         const now = yield* Clock.currentTimeMillis
         return html(Dashboard.runPage(details, { base: basePath(request), now }))
-      }).pipe(pageErrors)
-    )
+      }).pipe(pageErrors))
 
     return HttpRouter.empty.pipe(
       HttpRouter.get("/", runsPage),
@@ -549,9 +547,7 @@ const pageErrors = <R>(
     }
     return Effect.succeed(html(
       `<!doctype html><meta charset="utf-8"><title>${response.status}</title>` +
-        `<p style="font-family:system-ui,sans-serif">${
-          detail.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
-        }</p>`,
+        `<p style="font-family:system-ui,sans-serif">${detail.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}</p>`,
       response.status
     ))
   })
@@ -570,8 +566,11 @@ export const layer = <E = never, R = never>(
   Layer.unwrapEffect(Effect.map(router(options), (admin) => {
     const prefix = options.prefix ?? "/admin"
     const app = (prefix === "/" ? admin : HttpRouter.empty.pipe(HttpRouter.mount(prefix, admin))).pipe(
-      Effect.catchTag("RouteNotFound", (error) =>
-        Effect.succeed(problem(404, "Not found", `no route for ${error.request.method} ${pathOf(error.request.url)}`)))
+      Effect.catchTag(
+        "RouteNotFound",
+        (error) =>
+          Effect.succeed(problem(404, "Not found", `no route for ${error.request.method} ${pathOf(error.request.url)}`))
+      )
     )
     return HttpServer.serve(app)
   }))

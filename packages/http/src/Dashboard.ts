@@ -83,7 +83,8 @@ export const runsPage = (options: RunsPageOptions): string => {
   const statusParam = options.status.join(",")
   const countOf = (status: WorkflowStore.RunStatus | undefined) =>
     options.stats
-      .filter((count) => (status === undefined || count.status === status) &&
+      .filter((count) =>
+        (status === undefined || count.status === status) &&
         (workflow === undefined || count.workflow === workflow)
       )
       .reduce((sum, count) => sum + count.count, 0)
@@ -132,7 +133,6 @@ export const runsPage = (options: RunsPageOptions): string => {
     `<div class="pager">${first}${next}</div>`
   return page({ title: "Runs", base, body })
 }
-
 
 const pre = (value: unknown) => `<pre>${escape(JSON.stringify(value, null, 2) ?? "null")}</pre>`
 
@@ -268,7 +268,6 @@ export const runPage = (details: WorkflowStore.RunDetails, options: RunPageOptio
     `</div>`
   return page({ title: `Run ${run.id}`, base, body, script: runScript })
 }
-
 
 /**
  * The page a dashboard request without valid credentials gets (status 401): a form that stores a

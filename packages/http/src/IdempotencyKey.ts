@@ -277,8 +277,7 @@ const bufferedRequest = (
           }))
     },
     urlParamsBody: {
-      get: () =>
-        Effect.map(text, (body) => Array.from(new URLSearchParams(body)))
+      get: () => Effect.map(text, (body) => Array.from(new URLSearchParams(body)))
     },
     stream: { get: () => Stream.make(bytes) }
   }) as HttpServerRequest.HttpServerRequest
@@ -452,9 +451,11 @@ export const middleware = <EP = never, RP = never>(options?: Options<EP, RP> | u
       return yield* Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           const heartbeat = yield* Effect.fork(Effect.interruptible(renew))
-          const exit = yield* Effect.exit(restore(app).pipe(
-            Effect.provideService(HttpServerRequest.HttpServerRequest, bufferedRequest(request, bytes))
-          ))
+          const exit = yield* Effect.exit(
+            restore(app).pipe(
+              Effect.provideService(HttpServerRequest.HttpServerRequest, bufferedRequest(request, bytes))
+            )
+          )
           yield* Fiber.interrupt(heartbeat)
           if (Exit.isFailure(exit)) {
             const cause = exit.cause

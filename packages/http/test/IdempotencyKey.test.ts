@@ -99,8 +99,7 @@ const suite = (database: Database) =>
   describe(`IdempotencyKey on ${database.name}`, () => {
     const withStore = <A, E>(
       effect: Effect.Effect<A, E, IdempotencyKey.IdempotencyStore | SqlClient.SqlClient | Scope.Scope>
-    ) =>
-      Effect.provide(effect, IdempotencyKey.layer().pipe(Layer.provideMerge(database.fresh()))).pipe(Effect.scoped)
+    ) => Effect.provide(effect, IdempotencyKey.layer().pipe(Layer.provideMerge(database.fresh()))).pipe(Effect.scoped)
 
     it.live("the first request is processed; a repeat gets the stored response with Idempotent-Replayed", () =>
       withStore(Effect.gen(function*() {

@@ -3,21 +3,22 @@
  * a Worker running a small checkout saga: list, inspect, cancel, resume, retry, signal, stats, the
  * problem+json errors, the auth check, and the refusal to serve without auth on a public address.
  */
-import { assert, describe, it } from "@effect/vitest"
-import * as HttpServer from "@effect/platform/HttpServer"
-import * as SqlClient from "@effect/sql/SqlClient"
+import type * as HttpServer from "@effect/platform/HttpServer"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { assert, describe, it } from "@effect/vitest"
 import { Admin } from "@memento/http"
 import { SqlStore } from "@memento/sql"
 import { WorkflowClient } from "@memento/workflow"
 import { Effect, Exit, Layer, Redacted } from "effect"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import type { Control } from "./adminFixtures.js"
 import { awaitStatus, call, Checkout, env, makeControl, memento, server } from "./adminFixtures.js"
 
-const withEnv = (control: Control, options: Admin.Options = {}) => <A, E>(
+const withEnv = (control: Control, options: Admin.Options = {}) =>
+<A, E>(
   body: Effect.Effect<A, E, WorkflowClient.WorkflowClient | HttpServer.HttpServer>
 ) => Effect.scoped(Effect.provide(body, env(control, options)))
 

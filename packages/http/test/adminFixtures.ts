@@ -3,15 +3,15 @@
  * (NodeHttpServer on 127.0.0.1, port 0) serving the admin router under `/admin`, a MemoryStore, a
  * WorkflowClient and a Worker, and helpers to call the server and wait for a run's status.
  */
-import { createServer } from "node:http"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Admin } from "@memento/http"
 import { MemoryStore, Step, Worker, Workflow, WorkflowClient, WorkflowConfig } from "@memento/workflow"
 import type { WorkflowStore } from "@memento/workflow"
 import { Effect, Layer, Schedule, Schema } from "effect"
+import { createServer } from "node:http"
 
 export class CardDeclined extends Schema.TaggedError<CardDeclined>()("CardDeclined", { reason: Schema.String }) {}
 
@@ -57,40 +57,48 @@ export const checkoutLive = (control: Control) =>
         success: Schema.String,
         compensate: () => work
       }, Effect.as(work, `res-${order.orderId}`))
-      const charge = yield* Step.run("charge-card", {
-        success: Schema.String,
-        error: CardDeclined,
-        retry: Schedule.recurs(1),
-        compensate: () => work
-      }, Effect.zipRight(
-        work,
-        Effect.suspend(() =>
-          control.decline.has(order.orderId)
-            ? Effect.fail(new CardDeclined({ reason: `card of ${order.orderId} declined by the <issuer> & bank` }))
-            : Effect.succeed(`ch-${reservation}`)
+      const charge = yield* Step.run(
+        "charge-card",
+        {
+          success: Schema.String,
+          error: CardDeclined,
+          retry: Schedule.recurs(1),
+          compensate: () => work
+        },
+        Effect.zipRight(
+          work,
+          Effect.suspend(() =>
+            control.decline.has(order.orderId)
+              ? Effect.fail(new CardDeclined({ reason: `card of ${order.orderId} declined by the <issuer> & bank` }))
+              : Effect.succeed(`ch-${reservation}`)
+          )
         )
-      ))
+      )
       if (order.confirm) {
         const confirmed = yield* Workflow.awaitSignal("payment-confirmed", Schema.Struct({ ok: Schema.Boolean })).pipe(
           Effect.catchTag("SignalTimeout", () => Effect.succeed({ ok: false }))
         )
         if (!confirmed.ok) return yield* new CardDeclined({ reason: "the provider did not confirm the payment" })
       }
-      const shipment = yield* Step.run("create-shipment", {
-        success: Schema.String,
-        error: NoCarrier,
-        retry: Schedule.recurs(1),
-        compensate: () => work
-      }, Effect.zipRight(
-        work,
-        Effect.suspend(() =>
-          control.crash.has(order.orderId)
-            ? Effect.die("shipping label printer on fire")
-            : control.noCarrier.has(order.orderId)
-            ? Effect.fail(new NoCarrier({ message: `no carrier <accepts> parcels for ${order.orderId} today` }))
-            : Effect.succeed(`sh-${charge}`)
+      const shipment = yield* Step.run(
+        "create-shipment",
+        {
+          success: Schema.String,
+          error: NoCarrier,
+          retry: Schedule.recurs(1),
+          compensate: () => work
+        },
+        Effect.zipRight(
+          work,
+          Effect.suspend(() =>
+            control.crash.has(order.orderId)
+              ? Effect.die("shipping label printer on fire")
+              : control.noCarrier.has(order.orderId)
+              ? Effect.fail(new NoCarrier({ message: `no carrier <accepts> parcels for ${order.orderId} today` }))
+              : Effect.succeed(`sh-${charge}`)
+          )
         )
-      ))
+      )
       return { shipment }
     })
   )

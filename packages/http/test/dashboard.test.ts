@@ -12,15 +12,15 @@
  * node_modules/.cache/memento-chromium; `CHROMIUM_PATH` picks another Chromium instead (Debian's
  * `/usr/bin/chromium`, say).
  */
-import { existsSync, mkdirSync } from "node:fs"
-import { createRequire } from "node:module"
-import { join, sep } from "node:path"
-import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { Admin, Dashboard } from "@memento/http"
 import type { WorkflowStore } from "@memento/workflow"
 import { WorkflowClient } from "@memento/workflow"
 import { Effect } from "effect"
+import { existsSync, mkdirSync } from "node:fs"
+import { createRequire } from "node:module"
+import { join, sep } from "node:path"
+import { fileURLToPath } from "node:url"
 import type { Browser, Page } from "playwright-core"
 import { chromium } from "playwright-core"
 import { awaitStatus, baseUrl, Checkout, env, makeControl } from "./adminFixtures.js"

@@ -2,9 +2,9 @@
  * The middleware on an `HttpApi` app, applied with `HttpApiBuilder.middleware(…, { withContext: true })`.
  */
 import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { IdempotencyKey } from "@memento/http"
-import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer, Schema } from "effect"
 import { sqliteClient, tempSqliteFile } from "../../sql/test/utils/database.js"
 import { post, serve } from "./utils.js"

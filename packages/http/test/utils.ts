@@ -2,12 +2,12 @@
  * Helpers of the @memento/http tests: the two databases (a real SQLite file, a fresh Postgres
  * database on the server of `globalSetup`), a real HTTP server on port 0, and a controllable clock.
  */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import type * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import type * as HttpApp from "@effect/platform/HttpApp"
 import * as HttpServer from "@effect/platform/HttpServer"
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Clock, Duration, Effect, Layer } from "effect"
 import type { Scope } from "effect"

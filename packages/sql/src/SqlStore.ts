@@ -16,11 +16,11 @@
  *
  * @since 0.1.0
  */
+import type * as PgClient from "@effect/sql-pg/PgClient"
+import type * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import type { MigrationError } from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import type * as PgClient from "@effect/sql-pg/PgClient"
-import type * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
 import type { ConfigError, Scope } from "effect"
 import * as Config from "effect/Config"
@@ -139,13 +139,16 @@ export const layerPg = (
 ): Layer.Layer<WorkflowStore | SqlClient.SqlClient | PgClient.PgClient, SqlError | MigrationError> => {
   const { migrate, preparedStatements, tablePrefix, url, ...config } = options
   return Layer.unwrapEffect(
-    Effect.map(Effect.promise(() => import("@effect/sql-pg/PgClient")), (PgClientModule) =>
-      layer({ migrate, preparedStatements, tablePrefix }).pipe(
-        Layer.provideMerge(PgClientModule.layer({
-          ...config,
-          url: typeof url === "string" ? Redacted.make(url) : url
-        }))
-      ))
+    Effect.map(
+      Effect.promise(() => import("@effect/sql-pg/PgClient")),
+      (PgClientModule) =>
+        layer({ migrate, preparedStatements, tablePrefix }).pipe(
+          Layer.provideMerge(PgClientModule.layer({
+            ...config,
+            url: typeof url === "string" ? Redacted.make(url) : url
+          }))
+        )
+    )
   )
 }
 
@@ -160,8 +163,7 @@ export const layerPgConfig = (
 ): Layer.Layer<
   WorkflowStore | SqlClient.SqlClient | PgClient.PgClient,
   SqlError | MigrationError | ConfigError.ConfigError
-> =>
-  Layer.unwrapEffect(Effect.map(Config.redacted("DATABASE_URL"), (url) => layerPg({ ...options, url })))
+> => Layer.unwrapEffect(Effect.map(Config.redacted("DATABASE_URL"), (url) => layerPg({ ...options, url })))
 
 /**
  * @since 0.1.0
@@ -191,9 +193,12 @@ export const layerSqlite = (
     yield* sql.unsafe("PRAGMA foreign_keys = ON")
   }))
   return Layer.unwrapEffect(
-    Effect.map(Effect.promise(() => import("@effect/sql-sqlite-node/SqliteClient")), (SqliteClientModule) =>
-      layer({ migrate, tablePrefix }).pipe(
-        Layer.provideMerge(pragmas.pipe(Layer.provideMerge(Layer.orDie(SqliteClientModule.layer({ filename })))))
-      ))
+    Effect.map(
+      Effect.promise(() => import("@effect/sql-sqlite-node/SqliteClient")),
+      (SqliteClientModule) =>
+        layer({ migrate, tablePrefix }).pipe(
+          Layer.provideMerge(pragmas.pipe(Layer.provideMerge(Layer.orDie(SqliteClientModule.layer({ filename })))))
+        )
+    )
   )
 }

@@ -114,7 +114,11 @@ describe("SqlStore on Postgres", () => {
         "COMMIT"
       ])
       const details = yield* store.inspect(run.id)
-      assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`), ["a:succeeded", "b:succeeded", "c:succeeded"])
+      assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`), [
+        "a:succeeded",
+        "b:succeeded",
+        "c:succeeded"
+      ])
       assert.strictEqual(details.run.status, "succeeded")
     }))
 
@@ -131,7 +135,10 @@ describe("SqlStore on Postgres", () => {
       const id = ns()
       const workflow = `wf-${id}`
       yield* capture("create", store.create({ id: `run-${id}`, workflow, payload: "{}" }))
-      const [run] = yield* capture("claim", store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 }))
+      const [run] = yield* capture(
+        "claim",
+        store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 })
+      )
       yield* capture("load", store.load(run.id))
       yield* capture("commit", store.commit(commitOf(run, { entries: [entry("a", 1, "succeeded")] })))
       yield* capture(
@@ -151,7 +158,10 @@ describe("SqlStore on Postgres", () => {
       yield* capture("inspect", store.inspect(run.id))
       yield* capture("list", store.list({ parentId: run.id }))
       yield* capture("retry", Effect.either(store.retry({ runId: run.id, archiveKeys: ["a"], from: ["failed"] })))
-      yield* capture("purge", store.purge({ completedBefore: Date.now(), statuses: ["succeeded", "failed"], limit: 100 }))
+      yield* capture(
+        "purge",
+        store.purge({ completedBefore: Date.now(), statuses: ["succeeded", "failed"], limit: 100 })
+      )
       yield* capture("claimAlerts", store.claimAlerts({ limit: 10, leaseMs: 30_000 }))
       yield* capture("alerts", store.alerts(run.id))
       const plans = yield* sql.withTransaction(Effect.gen(function*() {
@@ -162,7 +172,7 @@ describe("SqlStore on Postgres", () => {
             (rows) => ({ name, plan: rows.map((row) => row["QUERY PLAN"]).join("\n") })
           ))
       }))
-      if (process.env.SHOW_PLANS) for (const p of plans) console.log(p.name + "\n" + p.plan)
+      if (process.env.SHOW_PLANS) { for (const p of plans) console.log(p.name + "\n" + p.plan) }
       assert.isAbove(plans.length, 8)
       for (const { name, plan } of plans) {
         assert.notMatch(plan, /Seq Scan on memento_/, `${name} scans a table:\n${plan}`)
@@ -181,7 +191,12 @@ describe("SqlStore on Postgres", () => {
       const run = yield* claimNew(a.store, 200)
       yield* a.store.commit(commitOf(run, { leaseMs: 200, entries: [entry("a", 1, "started")] }))
       yield* Effect.sleep("400 millis")
-      const [taken] = yield* b.store.claim({ workerId: "worker-b", workflows: [run.workflow], limit: 1, leaseMs: 60_000 })
+      const [taken] = yield* b.store.claim({
+        workerId: "worker-b",
+        workflows: [run.workflow],
+        limit: 1,
+        leaseMs: 60_000
+      })
       assert.strictEqual(taken.epoch, 2)
       const results = yield* Effect.all([
         Effect.either(a.store.commit(commitOf(run, {
@@ -320,7 +335,9 @@ describe("SqlStore on Postgres", () => {
       assert.strictEqual(results.filter((r) => r.created).length, 1)
       const winner = results.find((r) => r.created)!.run
       for (const r of results) assert.deepStrictEqual(r.run, winner)
-      const [{ count }] = yield* stores[0].sql<{ count: number }>`SELECT count(*)::int AS count FROM memento_runs WHERE id = ${id}`
+      const [{ count }] = yield* stores[0].sql<
+        { count: number }
+      >`SELECT count(*)::int AS count FROM memento_runs WHERE id = ${id}`
       assert.strictEqual(count, 1)
     }))
 
@@ -328,7 +345,9 @@ describe("SqlStore on Postgres", () => {
     Effect.gen(function*() {
       const database = yield* Effect.promise(() => freshDatabase())
       const open = (prefix: string) =>
-        build(SqlStore.layer({ tablePrefix: prefix }).pipe(Layer.provideMerge(pgClient(database, { maxConnections: 2 }))))
+        build(
+          SqlStore.layer({ tablePrefix: prefix }).pipe(Layer.provideMerge(pgClient(database, { maxConnections: 2 })))
+        )
       const first = yield* Effect.all([open("tenant_a_"), open("tenant_a_"), open("tenant_a_"), open("tenant_a_")], {
         concurrency: "unbounded"
       })
@@ -359,13 +378,18 @@ describe("SqlStore on Postgres", () => {
       ])
       const migrations = yield* sql<{ readonly count: number }>`SELECT count(*)::int AS count FROM tenant_a_migrations`
       assert.strictEqual(migrations[0].count, 2)
-      assert.deepStrictEqual(yield* SqlStore.migrate({ tablePrefix: "tenant_a_" }).pipe(Effect.provideService(SqlClient.SqlClient, sql)), [])
+      assert.deepStrictEqual(
+        yield* SqlStore.migrate({ tablePrefix: "tenant_a_" }).pipe(Effect.provideService(SqlClient.SqlClient, sql)),
+        []
+      )
       yield* again.store.create({ id: "shared-id", workflow: "wf", payload: "\"a\"" })
       assert.isTrue(Option.isNone(yield* other.store.get("shared-id")))
       assert.isTrue((yield* other.store.create({ id: "shared-id", workflow: "wf", payload: "\"b\"" })).created)
-      const bad = yield* Effect.exit(Layer.build(SqlStore.layer({ tablePrefix: "x; DROP TABLE y" }).pipe(
-        Layer.provide(pgClient(database, { maxConnections: 1 }))
-      )))
+      const bad = yield* Effect.exit(Layer.build(
+        SqlStore.layer({ tablePrefix: "x; DROP TABLE y" }).pipe(
+          Layer.provide(pgClient(database, { maxConnections: 1 }))
+        )
+      ))
       assert.isTrue(bad._tag === "Failure")
     }))
 
@@ -569,12 +593,16 @@ describe("SqlStore on Postgres: connections and plans", () => {
         SELECT statement, generic_plans::int AS generic, custom_plans::int AS custom FROM pg_prepared_statements`
       const commit = plans.find((p) => p.statement.includes("fence AS") && !p.statement.includes("ins AS ("))
       const createCommit = plans.find((p) => p.statement.includes("fence AS") && p.statement.includes("ins AS ("))
-      const create = plans.find((p) => p.statement.includes("INSERT INTO memento_runs") && !p.statement.includes("fence AS"))
+      const create = plans.find((p) =>
+        p.statement.includes("INSERT INTO memento_runs") && !p.statement.includes("fence AS")
+      )
       assert.isDefined(commit, "the commit is a prepared statement")
       assert.isDefined(createCommit, "the commit that creates its run is a prepared statement")
       assert.isDefined(create, "the create is a prepared statement")
       // Postgres makes custom plans for the first five executions, then keeps the generic one
-      for (const [name, p] of [["commit", commit!], ["commit with create", createCommit!], ["create", create!]] as const) {
+      for (
+        const [name, p] of [["commit", commit!], ["commit with create", createCommit!], ["create", create!]] as const
+      ) {
         assert.strictEqual(p.generic + p.custom, n, `${name}: executions`)
         assert.isAtMost(p.custom, 5, `${name}: planned ${p.custom} of ${n} executions anew`)
       }

@@ -3,12 +3,12 @@
  * migrations with a custom prefix, `transaction` atomicity with the user's SQL, corrupt rows.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Statement from "@effect/sql/Statement"
 import { assert, describe, it } from "@effect/vitest"
 import { SqlStore } from "@memento/sql"
 import { JournalDecodeError, LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
 import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
-import * as Statement from "@effect/sql/Statement"
 import { Context, Effect, Layer, Option } from "effect"
 import { tempSqliteFile } from "./utils/database.js"
 import { claimedCreateInTransaction } from "./utils/transactions.js"
@@ -91,12 +91,18 @@ describe("SqlStore on SQLite", () => {
       const id = ns()
       const workflow = `wf-${id}`
       yield* capture("create", store.create({ id: `run-${id}`, workflow, payload: "{}" }))
-      const [run] = yield* capture("claim", store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 }))
+      const [run] = yield* capture(
+        "claim",
+        store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 })
+      )
       yield* capture("load", store.load(run.id))
-      yield* capture("commit", store.commit(commitOf(run, {
-        entries: [entry("a", 1, "succeeded")],
-        attempts: [{ key: "a", attempt: 1, outcome: "succeeded", error: null, startedAt: 1, endedAt: 2 }]
-      })))
+      yield* capture(
+        "commit",
+        store.commit(commitOf(run, {
+          entries: [entry("a", 1, "succeeded")],
+          attempts: [{ key: "a", attempt: 1, outcome: "succeeded", error: null, startedAt: 1, endedAt: 2 }]
+        }))
+      )
       yield* capture("heartbeat", store.heartbeat({ workerId: "w", runs: [{ id: run.id, epoch: 1 }], leaseMs: 60_000 }))
       yield* capture("signal", store.signal({ runId: run.id, name: "s", signalId: "evt", payload: "1" }))
       yield* capture("list", store.list({ workflow, status: "running" }))
@@ -104,9 +110,12 @@ describe("SqlStore on SQLite", () => {
       yield* capture("list", store.list({}))
       yield* capture("inspect", store.inspect(run.id))
       // the operations: an alerting commit, retry, alerts, list by parent, purge of a finished run
-      yield* capture("failing commit", store.commit(commitOf(run, {
-        transition: { status: "failed", runnableAt: null, release: true, error: "\"boom\"" }
-      })))
+      yield* capture(
+        "failing commit",
+        store.commit(commitOf(run, {
+          transition: { status: "failed", runnableAt: null, release: true, error: "\"boom\"" }
+        }))
+      )
       yield* capture("retry", store.retry({ runId: run.id, archiveKeys: ["a"], from: ["failed"] }))
       yield* capture("claimAlerts", store.claimAlerts({ limit: 10, leaseMs: 60_000 }))
       yield* capture("alerts", store.alerts(run.id))
@@ -114,10 +123,16 @@ describe("SqlStore on SQLite", () => {
       const [again] = yield* store.claim({ workerId: "w", workflows: [workflow], limit: 5, leaseMs: 60_000 })
       yield* store.commit(commitOf(again, { transition: { status: "succeeded", runnableAt: null, release: true } }))
       assert.strictEqual(
-        yield* capture("purge", store.purge({ completedBefore: Date.now() + 60_000, statuses: ["succeeded"], limit: 10 })),
+        yield* capture(
+          "purge",
+          store.purge({ completedBefore: Date.now() + 60_000, statuses: ["succeeded"], limit: 10 })
+        ),
         1
       )
-      const counts = captured.reduce<Record<string, number>>((acc, { name }) => ({ ...acc, [name]: (acc[name] ?? 0) + 1 }), {})
+      const counts = captured.reduce<Record<string, number>>(
+        (acc, { name }) => ({ ...acc, [name]: (acc[name] ?? 0) + 1 }),
+        {}
+      )
       // commit and signal run their statements in one transaction (BEGIN/COMMIT are not counted here)
       assert.deepStrictEqual(counts, {
         create: 1,
@@ -147,12 +162,16 @@ describe("SqlStore on SQLite", () => {
     Effect.gen(function*() {
       const filename = tempSqliteFile()
       const tenant = yield* build(SqlStore.layerSqlite({ filename, tablePrefix: "tenant_a_" }))
-      const again = yield* build(SqlStore.layer({ tablePrefix: "tenant_a_" }).pipe(
-        Layer.provideMerge(Layer.succeedContext(Context.make(SqlClient.SqlClient, tenant.sql)))
-      ))
-      const other = yield* build(SqlStore.layer().pipe(
-        Layer.provideMerge(Layer.succeedContext(Context.make(SqlClient.SqlClient, tenant.sql)))
-      ))
+      const again = yield* build(
+        SqlStore.layer({ tablePrefix: "tenant_a_" }).pipe(
+          Layer.provideMerge(Layer.succeedContext(Context.make(SqlClient.SqlClient, tenant.sql)))
+        )
+      )
+      const other = yield* build(
+        SqlStore.layer().pipe(
+          Layer.provideMerge(Layer.succeedContext(Context.make(SqlClient.SqlClient, tenant.sql)))
+        )
+      )
       const tables = yield* tenant.sql<{ readonly name: string }>`SELECT name FROM sqlite_master
         WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`
       assert.deepStrictEqual(tables.map((t) => t.name), [
@@ -190,7 +209,10 @@ describe("SqlStore on SQLite", () => {
       const count = Effect.map(sql<{ readonly n: number }>`SELECT count(*) AS n FROM orders`, ([row]) => row.n)
 
       const run = yield* claimNew(store, 300)
-      yield* store.transaction(insert("first"), () => commitOf(run, { leaseMs: 300, entries: [entry("tx", 1, "succeeded")] }))
+      yield* store.transaction(
+        insert("first"),
+        () => commitOf(run, { leaseMs: 300, entries: [entry("tx", 1, "succeeded")] })
+      )
       assert.strictEqual(yield* count, 1)
 
       const failed = yield* Effect.flip(store.transaction(
@@ -202,7 +224,9 @@ describe("SqlStore on SQLite", () => {
 
       yield* Effect.sleep("500 millis")
       yield* store.claim({ workerId: "worker-b", workflows: [run.workflow], limit: 1, leaseMs: 60_000 })
-      const lost = yield* Effect.flip(store.transaction(insert("third"), () => commitOf(run, { entries: [entry("tx2", 2, "succeeded")] })))
+      const lost = yield* Effect.flip(
+        store.transaction(insert("third"), () => commitOf(run, { entries: [entry("tx2", 2, "succeeded")] }))
+      )
       assert.instanceOf(lost, LeaseLost)
       assert.strictEqual(yield* count, 1)
       assert.deepStrictEqual((yield* store.inspect(run.id)).entries.map((e) => e.key), ["tx"])

@@ -78,74 +78,78 @@ const failing = (id: string) => {
 const dispatcherOptions: Alerts.Options = { lease: "1 second", pollInterval: "100 millis", retry: Schedule.recurs(0) }
 
 describe("alerts on SQLite", () => {
-  it.scopedLive("an alert claimed by a dispatcher that died is delivered after the restart, once, with its key", () =>
-    Effect.gen(function*() {
-      const filename = tempSqliteFile()
-      const server = yield* httpServer()
-      const { W, implementations } = failing(ns())
+  it.scopedLive(
+    "an alert claimed by a dispatcher that died is delivered after the restart, once, with its key",
+    () =>
+      Effect.gen(function*() {
+        const filename = tempSqliteFile()
+        const server = yield* httpServer()
+        const { W, implementations } = failing(ns())
 
-      // Process 1: a worker, and a dispatcher that dies while delivering (its handler never returns).
-      const first = yield* Scope.make()
-      const claimed = yield* Deferred.make<Alerts.Alert>()
-      const process1 = yield* Layer.buildWithScope(
-        Layer.mergeAll(
-          WorkflowClient.layer,
-          workerLayer({ workflows: [W], implementations }),
-          Alerts.layer((alert) => Effect.zipRight(Deferred.succeed(claimed, alert), Effect.never), dispatcherOptions)
-        ).pipe(
-          Layer.provideMerge(SqlStore.layerSqlite({ filename })),
-          Layer.provideMerge(WorkflowConfig.layer(settings))
-        ),
-        first
-      )
-      const { id } = yield* Effect.flatMap(
-        WorkflowClient.WorkflowClient,
-        (client) => client.start(W, "card expired", { id: "crash-1" })
-      ).pipe(Effect.provide(process1))
-      const inFlight = yield* Deferred.await(claimed).pipe(Effect.timeout("15 seconds"))
-      assert.strictEqual(inFlight.runId, id)
-      assert.strictEqual(inFlight.attempt, 1)
-      yield* Scope.close(first, Exit.void)
+        // Process 1: a worker, and a dispatcher that dies while delivering (its handler never returns).
+        const first = yield* Scope.make()
+        const claimed = yield* Deferred.make<Alerts.Alert>()
+        const process1 = yield* Layer.buildWithScope(
+          Layer.mergeAll(
+            WorkflowClient.layer,
+            workerLayer({ workflows: [W], implementations }),
+            Alerts.layer((alert) => Effect.zipRight(Deferred.succeed(claimed, alert), Effect.never), dispatcherOptions)
+          ).pipe(
+            Layer.provideMerge(SqlStore.layerSqlite({ filename })),
+            Layer.provideMerge(WorkflowConfig.layer(settings))
+          ),
+          first
+        )
+        const { id } = yield* Effect.flatMap(
+          WorkflowClient.WorkflowClient,
+          (client) => client.start(W, "card expired", { id: "crash-1" })
+        ).pipe(Effect.provide(process1))
+        const inFlight = yield* Deferred.await(claimed).pipe(Effect.timeout("15 seconds"))
+        assert.strictEqual(inFlight.runId, id)
+        assert.strictEqual(inFlight.attempt, 1)
+        yield* Scope.close(first, Exit.void)
 
-      // Process 2 (the restart): only a dispatcher, sending webhooks.
-      const second = yield* Scope.make()
-      const process2 = yield* Layer.buildWithScope(
-        Alerts.layer(Alerts.webhook(server.url, { retry: Schedule.recurs(0) }), dispatcherOptions).pipe(
-          Layer.provide(FetchHttpClient.layer),
-          Layer.provideMerge(SqlStore.layerSqlite({ filename }))
-        ),
-        second
-      )
-      const store = yield* Effect.provide(WorkflowStore, process2)
-      const pending = yield* store.alerts(id)
-      assert.strictEqual(pending.length, 1)
-      yield* waitUntil(Effect.sync(() => server.received.length >= 1), { what: "the webhook" })
-      yield* waitUntil(Effect.map(store.alerts(id), (alerts) => alerts[0].deliveredAt !== null), {
-        what: "the alert to be recorded delivered"
-      })
-      // Several leases and polls later, nothing more was sent.
-      yield* Effect.sleep("2500 millis")
-      assert.strictEqual(server.received.length, 1)
+        // Process 2 (the restart): only a dispatcher, sending webhooks.
+        const second = yield* Scope.make()
+        const process2 = yield* Layer.buildWithScope(
+          Alerts.layer(Alerts.webhook(server.url, { retry: Schedule.recurs(0) }), dispatcherOptions).pipe(
+            Layer.provide(FetchHttpClient.layer),
+            Layer.provideMerge(SqlStore.layerSqlite({ filename }))
+          ),
+          second
+        )
+        const store = yield* Effect.provide(WorkflowStore, process2)
+        const pending = yield* store.alerts(id)
+        assert.strictEqual(pending.length, 1)
+        yield* waitUntil(Effect.sync(() => server.received.length >= 1), { what: "the webhook" })
+        yield* waitUntil(Effect.map(store.alerts(id), (alerts) => alerts[0].deliveredAt !== null), {
+          what: "the alert to be recorded delivered"
+        })
+        // Several leases and polls later, nothing more was sent.
+        yield* Effect.sleep("2500 millis")
+        assert.strictEqual(server.received.length, 1)
 
-      const [request] = server.received
-      assert.strictEqual(request.method, "POST")
-      assert.strictEqual(request.headers["idempotency-key"], inFlight.id)
-      assert.include(String(request.headers["content-type"]), "application/json")
-      const alert = yield* Schema.decodeUnknown(Schema.parseJson(Alerts.Alert))(request.body)
-      assert.strictEqual(alert.id, inFlight.id)
-      assert.strictEqual(alert.runId, id)
-      assert.strictEqual(alert.workflow, W.name)
-      assert.strictEqual(alert.status, "failed")
-      assert.strictEqual(alert.message, "Declined {\"reason\":\"card expired\"}")
-      assert.strictEqual(alert.attempt, 2, "claimed a second time after the lease")
-      assert.strictEqual(alert.createdAt.getTime(), inFlight.createdAt.getTime())
+        const [request] = server.received
+        assert.strictEqual(request.method, "POST")
+        assert.strictEqual(request.headers["idempotency-key"], inFlight.id)
+        assert.include(String(request.headers["content-type"]), "application/json")
+        const alert = yield* Schema.decodeUnknown(Schema.parseJson(Alerts.Alert))(request.body)
+        assert.strictEqual(alert.id, inFlight.id)
+        assert.strictEqual(alert.runId, id)
+        assert.strictEqual(alert.workflow, W.name)
+        assert.strictEqual(alert.status, "failed")
+        assert.strictEqual(alert.message, "Declined {\"reason\":\"card expired\"}")
+        assert.strictEqual(alert.attempt, 2, "claimed a second time after the lease")
+        assert.strictEqual(alert.createdAt.getTime(), inFlight.createdAt.getTime())
 
-      const [record] = yield* store.alerts(id)
-      assert.strictEqual(record.id, inFlight.id)
-      assert.strictEqual(record.attempts, 2)
-      assert.isNotNull(record.deliveredAt)
-      yield* Scope.close(second, Exit.void)
-    }), { timeout: 60_000 })
+        const [record] = yield* store.alerts(id)
+        assert.strictEqual(record.id, inFlight.id)
+        assert.strictEqual(record.attempts, 2)
+        assert.isNotNull(record.deliveredAt)
+        yield* Scope.close(second, Exit.void)
+      }),
+    { timeout: 60_000 }
+  )
 
   it.scopedLive("the webhook retries a 5xx response with the same Idempotency-Key", () =>
     Effect.gen(function*() {

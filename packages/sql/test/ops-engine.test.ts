@@ -96,7 +96,9 @@ const opsSuite = (
         assert.deepStrictEqual(details.children.map((child) => [child.id, child.parentId, child.status]), [
           [`ok-${id}/payment`, ok.id, "succeeded"]
         ])
-        const entry = details.entries.find((e) => e.key === "payment")!
+        const entry = details.entries.find((e) =>
+          e.key === "payment"
+        )!
         assert.deepStrictEqual(
           [entry.kind, entry.status, entry.output],
           ["child", "succeeded", JSON.stringify("ch-20")]
@@ -140,14 +142,17 @@ const opsSuite = (
         const client = yield* WorkflowClient.WorkflowClient
         const id = ns()
         const Part = Workflow.make({ name: `part-${id}`, payload: Schema.Number, success: Schema.Number })
-        const PartLive = Part.implement((n) => Effect.as(Workflow.sleep("nap", "1 second"), n * 10))
+        const PartLive = Part.implement((n) =>
+          Effect.as(Workflow.sleep("nap", "1 second"), n * 10)
+        )
         const FanOut = Workflow.make({
           name: `fan-out-${id}`,
           payload: Schema.Void,
           success: Schema.Array(Schema.Number)
         })
         const FanOutLive = FanOut.implement(() =>
-          Effect.forEach([1, 2, 3, 4], (n) => Workflow.child(Part, n, { name: `part-${n}` }), {
+          Effect.forEach([1, 2, 3, 4], (n) =>
+            Workflow.child(Part, n, { name: `part-${n}` }), {
             concurrency: "unbounded"
           }).pipe(Effect.orDie)
         )
@@ -177,10 +182,18 @@ const opsSuite = (
           Effect.gen(function*() {
             yield* Step.run("reserve", {
               success: Schema.Void,
-              compensate: () => Effect.sync(() => released++)
+              compensate: () =>
+                Effect.sync(() =>
+                  released++
+                )
             }, Effect.void)
             yield* Workflow.sleep("wait", "1 hour")
-            yield* Step.run("ship", Effect.sync(() => shipped++))
+            yield* Step.run(
+              "ship",
+              Effect.sync(() =>
+                shipped++
+              )
+            )
             return "shipped"
           })
         )

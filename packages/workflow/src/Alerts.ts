@@ -143,7 +143,8 @@ export const fromRecord = (record: AlertRecord): Effect.Effect<Alert> =>
       error: parseJson(record.error),
       createdAt: new Date(record.createdAt),
       attempt: record.attempts
-    }))
+    })
+  )
 
 const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("1 second", 2).pipe(
   Schedule.intersect(Schedule.recurs(4))
@@ -185,7 +186,9 @@ export const make = <E, R>(
       store.completeAlert(record.id).pipe(
         Effect.retry({ schedule: storeRetry, while: (error) => error instanceof StoreError }),
         Effect.catchAll((error) =>
-          Effect.logWarning(`alert ${record.id} delivered but not marked delivered (sent again later): ${error.message}`)
+          Effect.logWarning(
+            `alert ${record.id} delivered but not marked delivered (sent again later): ${error.message}`
+          )
         )
       )
 
@@ -292,7 +295,8 @@ export const webhook = (
         Effect.catchTag("RequestError", "ResponseError", (error) =>
           Effect.fail(new WebhookError({ url, status: null, message: error.message })))
       )
-      const body = yield* Effect.orElseSucceed(response.text, () => "")
+      const body = yield* Effect.orElseSucceed(response.text, () =>
+        "")
       if (response.status < 200 || response.status >= 300) {
         return yield* new WebhookError({
           url,

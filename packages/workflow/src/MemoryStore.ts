@@ -162,7 +162,10 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
       const existing = runs.get(input.id)
       if (existing !== undefined) return Effect.succeed({ run: existing.run, created: false })
       const run = insert(input, now)
-      return Effect.as(input.claim === undefined ? publish([runnableChanged(run)]) : Effect.void, { run, created: true })
+      return Effect.as(input.claim === undefined ? publish([runnableChanged(run)]) : Effect.void, {
+        run,
+        created: true
+      })
     })
 
   const claim = (request: ClaimRequest) =>
@@ -230,7 +233,9 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
   const commit = (c: Commit) =>
     atomically((now) => {
       if (c.create !== undefined) {
-        if (runs.has(c.runId) || c.epoch !== 1) return Effect.fail(new LeaseLost({ workflowId: c.runId, epoch: c.epoch }))
+        if (runs.has(c.runId) || c.epoch !== 1) {
+          return Effect.fail(new LeaseLost({ workflowId: c.runId, epoch: c.epoch }))
+        }
         const { payload, workerId, workflow } = c.create
         insert({ id: c.runId, workflow, payload, claim: { workerId, leaseMs: c.leaseMs } }, now)
       }
@@ -373,9 +378,7 @@ export const make: Effect.Effect<WorkflowStore["Type"]> = Effect.gen(function*()
         const archivedSeq = (generation: number, key: string) =>
           state.archivedEntries.find((entry) => entry.generation === generation && entry.key === key)?.seq ??
             Number.MAX_SAFE_INTEGER
-        const archivedEntries = [...state.archivedEntries].sort((a, b) =>
-          a.generation - b.generation || a.seq - b.seq
-        )
+        const archivedEntries = [...state.archivedEntries].sort((a, b) => a.generation - b.generation || a.seq - b.seq)
         const archivedAttempts = [...state.archivedAttempts].sort((a, b) =>
           a.generation - b.generation ||
           archivedSeq(a.generation, a.key) - archivedSeq(b.generation, b.key) ||

@@ -12,11 +12,11 @@
  *
  * @since 0.1.0
  */
+import type { MetricKeyType } from "effect"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
 import * as MetricLabel from "effect/MetricLabel"
-import type { MetricKeyType } from "effect"
 
 /** The key of each metric below: tagged variants are made from it (see `tagged`). */
 const keys = new WeakMap<object, MetricKey.MetricKey<MetricKeyType.MetricKeyType<any, any>>>()

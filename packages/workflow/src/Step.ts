@@ -153,7 +153,10 @@ const runStep = <A, I, E, EI, R, R2>(
  * @category constructors
  */
 export const run: {
-  <R>(name: string, effect: Effect.Effect<void, never, R>): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
+  <R>(
+    name: string,
+    effect: Effect.Effect<void, never, R>
+  ): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
   <A, I, R, E = never, EI = never, R2 = never>(
     name: string,
     options: TimedOptions<A, I, E, EI, R2>,
@@ -179,7 +182,10 @@ export const run: {
  * @category constructors
  */
 export const transaction: {
-  <R>(name: string, effect: Effect.Effect<void, never, R>): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
+  <R>(
+    name: string,
+    effect: Effect.Effect<void, never, R>
+  ): Effect.Effect<void, never, Exclude<R, StepContext> | WorkflowContext>
   <A, I, R, E = never, EI = never, R2 = never>(
     name: string,
     options: TimedOptions<A, I, E, EI, R2>,

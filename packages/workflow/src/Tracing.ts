@@ -28,6 +28,7 @@ export const isTracing: Effect.Effect<boolean> = Effect.tracerWith((tracer) => E
  * @since 0.1.0
  * @category tracing
  */
-export const withSpan = (name: string, options?: Tracer.SpanOptions | undefined) =>
-<A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.tracerWith((tracer) => tracer === builtIn ? self : Effect.withSpan(self, name, options))
+export const withSpan =
+  (name: string, options?: Tracer.SpanOptions | undefined) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.tracerWith((tracer) => tracer === builtIn ? self : Effect.withSpan(self, name, options))

@@ -6,7 +6,6 @@
  *
  * @since 0.1.0
  */
-import { hostname } from "node:os"
 import type { Fiber } from "effect"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
@@ -20,11 +19,12 @@ import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { hostname } from "node:os"
 import * as Engine from "./internal/engine.js"
 import * as Local from "./internal/local.js"
 import * as Retention from "./internal/retention.js"
-import * as Metrics from "./Metrics.js"
 import { Hooks } from "./internal/run.js"
+import * as Metrics from "./Metrics.js"
 import type * as Workflow from "./Workflow.js"
 import type { PeriodicPurgeOptions } from "./WorkflowClient.js"
 import { WorkflowConfig } from "./WorkflowConfig.js"

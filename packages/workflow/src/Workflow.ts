@@ -208,7 +208,10 @@ export const make: {
  * @since 0.1.0
  * @category accessors
  */
-export const workflowId: Effect.Effect<string, never, WorkflowContext> = Effect.map(WorkflowContext, (state) => state.runId)
+export const workflowId: Effect.Effect<string, never, WorkflowContext> = Effect.map(
+  WorkflowContext,
+  (state) => state.runId
+)
 
 const validName = (state: Run.RunState, name: string): Effect.Effect<void> =>
   name.length === 0 || name.includes("#")
@@ -257,7 +260,15 @@ export const sleep = (name: string, duration: Duration.DurationInput): Effect.Ef
       seq = state.nextSeq++
       startedAt = now
       Run.buffer(state, [
-        Run.entry({ key, seq, kind: "sleep", status: "started", attempts: 1, startedAt, meta: JSON.stringify({ wakeAt }) })
+        Run.entry({
+          key,
+          seq,
+          kind: "sleep",
+          status: "started",
+          attempts: 1,
+          startedAt,
+          meta: JSON.stringify({ wakeAt })
+        })
       ])
     } else {
       const journaled = Codec.metaField(previous.meta, "wakeAt")
@@ -374,7 +385,9 @@ export const awaitSignal = <A, I>(
       return yield* Effect.fail(timeout)
     }
     if (previous === undefined) {
-      Run.buffer(state, [Run.entry({ key, seq, kind: "signal", status: "started", attempts: 1, startedAt, meta: meta({}) })])
+      Run.buffer(state, [
+        Run.entry({ key, seq, kind: "signal", status: "started", attempts: 1, startedAt, meta: meta({}) })
+      ])
     }
     return yield* Run.halt(state, { _tag: "Suspend", status: "waiting", runnableAt: Run.wakeTime(state, deadline) })
   }).pipe(Tracing.withSpan("memento.awaitSignal"))
@@ -586,7 +599,15 @@ export const patched = (id: string): Effect.Effect<boolean, never, WorkflowConte
     if (state.unconsumed > 0 && (yield* Run.settle(state)) !== undefined) return false
     const now = yield* Clock.currentTimeMillis
     Run.buffer(state, [
-      Run.entry({ key, seq: state.nextSeq++, kind: "patch", status: "succeeded", attempts: 1, startedAt: now, completedAt: now })
+      Run.entry({
+        key,
+        seq: state.nextSeq++,
+        kind: "patch",
+        status: "succeeded",
+        attempts: 1,
+        startedAt: now,
+        completedAt: now
+      })
     ])
     return true
   })

@@ -5,7 +5,6 @@
  *
  * @since 0.1.0
  */
-import { randomUUID } from "node:crypto"
 import type { Option, Schema as S } from "effect"
 import type { Scope } from "effect"
 import * as Context from "effect/Context"
@@ -18,9 +17,10 @@ import * as O from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import { randomUUID } from "node:crypto"
 import * as Codec from "./internal/codec.js"
-import * as Local from "./internal/local.js"
 import { decodeRunError } from "./internal/engine.js"
+import * as Local from "./internal/local.js"
 import * as Retention from "./internal/retention.js"
 import * as Tracing from "./Tracing.js"
 import type * as Workflow from "./Workflow.js"
@@ -290,10 +290,13 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
   const store = yield* WorkflowStore
 
   const getRun = (id: string) =>
-    Effect.flatMap(store.get(id), O.match({
-      onNone: () => Effect.fail(new RunNotFound({ workflowId: id })),
-      onSome: Effect.succeed
-    }))
+    Effect.flatMap(
+      store.get(id),
+      O.match({
+        onNone: () => Effect.fail(new RunNotFound({ workflowId: id })),
+        onSome: Effect.succeed
+      })
+    )
 
   const runId = <W extends Workflow.Any>(workflow: W, payload: Workflow.PayloadOf<W>, options?: StartOptions) =>
     options?.id ?? workflow.idempotencyKey?.(payload) ?? randomUUID()
@@ -476,14 +479,17 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
       ),
       Effect.forkIn(scope)
     )
-    const ticker = Effect.flatMap(WorkflowConfig, (settings) =>
-      Effect.sleep(Duration.millis(settings.resultPollMs)).pipe(
-        Effect.zipRight(Effect.sync(() => {
-          for (const waiter of waiting) waiter.latch.unsafeOpen()
-        })),
-        Effect.forever,
-        Effect.forkIn(scope)
-      ))
+    const ticker = Effect.flatMap(
+      WorkflowConfig,
+      (settings) =>
+        Effect.sleep(Duration.millis(settings.resultPollMs)).pipe(
+          Effect.zipRight(Effect.sync(() => {
+            for (const waiter of waiting) waiter.latch.unsafeOpen()
+          })),
+          Effect.forever,
+          Effect.forkIn(scope)
+        )
+    )
     // lets the subscription start before the caller relies on it (events are hints: a missed one
     // costs a `resultPollMs` poll, never a result)
     return Effect.zipRight(Effect.zipRight(events, ticker), Effect.yieldNow())
@@ -565,7 +571,12 @@ export const make: Effect.Effect<Service, never, WorkflowStore | Scope.Scope> = 
       }
       const bytes = Codec.byteLength(payload)
       if (bytes > settings.maxValueBytes) {
-        return yield* new PayloadTooLarge({ workflowId: id, what: `signal "${name}"`, bytes, limit: settings.maxValueBytes })
+        return yield* new PayloadTooLarge({
+          workflowId: id,
+          what: `signal "${name}"`,
+          bytes,
+          limit: settings.maxValueBytes
+        })
       }
       return yield* store.signal({ runId: id, name, signalId: options?.signalId ?? randomUUID(), payload })
     }).pipe(Tracing.withSpan("WorkflowClient.signal"))

@@ -377,7 +377,9 @@ export const describeRunError = (text: string | null): string | null => {
       return "cancelled by an operator"
     case "Parked": {
       const reason = decodeParkReason(record.reason)
-      const words = reason._tag === "Some" ? `${reason.value._tag}: ${reason.value.message}` : describeEncoded(record.reason)
+      const words = reason._tag === "Some"
+        ? `${reason.value._tag}: ${reason.value.message}`
+        : describeEncoded(record.reason)
       return record.failure === undefined
         ? words
         : `${words} (after the workflow failed with ${describeEncoded(record.failure)})`

@@ -87,7 +87,9 @@ export class ReplaySafetyTimeout extends Data.TaggedError("ReplaySafetyTimeout")
   readonly status: RunStatus
 }> {
   override get message() {
-    const where = this.boundary === null ? "the clean run" : `the run crashed ${this.boundary.point} "${this.boundary.key}"`
+    const where = this.boundary === null
+      ? "the clean run"
+      : `the run crashed ${this.boundary.point} "${this.boundary.key}"`
     return `${where} did not finish; it is still ${this.status}`
   }
 }
@@ -126,7 +128,13 @@ export const replaySafety = <W extends Workflow.Any, E, R>(
   options: Options<W, E, R>
 ): Effect.Effect<Report, ReplaySafetyViolation | ReplaySafetyTimeout | E, Exclude<R, WorkflowStore>> =>
   Effect.gen(function*() {
-    const settings = { leaseMs: 60_000, heartbeatMs: 20_000, pollMs: 120_000, resultPollMs: 120_000, ...options.settings }
+    const settings = {
+      leaseMs: 60_000,
+      heartbeatMs: 20_000,
+      pollMs: 120_000,
+      resultPollMs: 120_000,
+      ...options.settings
+    }
     const maxTicks = options.maxTicks ?? 10_000
 
     const runOnce = (crashAt: (point: CrashPoint, key: string) => boolean, boundary: Boundary | null) =>

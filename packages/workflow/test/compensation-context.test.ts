@@ -26,7 +26,10 @@ it.effect("a compensation reads its own Step.idempotencyKey", () =>
     assert.strictEqual(refunds.length, 1)
     assert.match(refunds[0]!, /^mem_/)
     const details = yield* client.inspect("p-1")
-    assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`), ["charge:succeeded", "charge#compensate:succeeded"])
+    assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`), [
+      "charge:succeeded",
+      "charge#compensate:succeeded"
+    ])
   }).pipe(Effect.provide(
     Layer.mergeAll(WorkflowClient.layer, Worker.layer({ workflows: [Pay] }).pipe(Layer.provide(PayLive))).pipe(
       Layer.provideMerge(MemoryStore.layer)

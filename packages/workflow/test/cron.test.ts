@@ -11,7 +11,11 @@ import { advanceUntil, settle, testEnv } from "./utils.js"
 
 const executions: Array<string> = []
 
-const Report = Workflow.make({ name: "report", payload: Schema.Struct({ kind: Schema.String }), success: Schema.String })
+const Report = Workflow.make({
+  name: "report",
+  payload: Schema.Struct({ kind: Schema.String }),
+  success: Schema.String
+})
 
 const implementations = Report.implement((payload) =>
   Effect.gen(function*() {
@@ -135,7 +139,8 @@ describe("Workflow.schedule", () => {
 
   it.effect("an invalid expression, time zone or payload fails the layer", () =>
     Effect.gen(function*() {
-      const build = (layer: Layer.Layer<never, unknown, WorkflowStore>) => Effect.flip(Effect.scoped(Layer.build(layer)))
+      const build = (layer: Layer.Layer<never, unknown, WorkflowStore>) =>
+        Effect.flip(Effect.scoped(Layer.build(layer)))
       const badCron = yield* build(Workflow.schedule(Report, { cron: "61 * * * *", payload: { kind: "x" } }))
       assert.propertyVal(badCron, "_tag", "CronParseError")
       const badZone = yield* build(

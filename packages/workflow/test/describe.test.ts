@@ -11,7 +11,9 @@ const encodeReason = Schema.encodeSync(WorkflowError.ParkReason)
 describe("describing stored errors", () => {
   it("a workflow failure: Tag: message, or the fields when the error has no message", () => {
     assert.strictEqual(
-      WorkflowError.describeRunError(JSON.stringify({ _tag: "Failure", error: { _tag: "Declined", message: "no funds" } })),
+      WorkflowError.describeRunError(
+        JSON.stringify({ _tag: "Failure", error: { _tag: "Declined", message: "no funds" } })
+      ),
       "Declined: no funds"
     )
     assert.strictEqual(
@@ -23,8 +25,13 @@ describe("describing stored errors", () => {
   })
 
   it("a cancel, and a parked run with its reason and the failure it had before", () => {
-    assert.strictEqual(WorkflowError.describeRunError(JSON.stringify({ _tag: "Cancelled" })), "cancelled by an operator")
-    const reason = encodeReason(new WorkflowError.StepDefect({ workflowId: "r", stepKey: "ship", message: "printer on fire" }))
+    assert.strictEqual(
+      WorkflowError.describeRunError(JSON.stringify({ _tag: "Cancelled" })),
+      "cancelled by an operator"
+    )
+    const reason = encodeReason(
+      new WorkflowError.StepDefect({ workflowId: "r", stepKey: "ship", message: "printer on fire" })
+    )
     assert.strictEqual(
       WorkflowError.describeRunError(JSON.stringify({ _tag: "Parked", reason })),
       "StepDefect: printer on fire"

@@ -5,7 +5,15 @@
  * free slot, or when that worker is gone, the run goes the usual way and nothing is lost.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowConfig, WorkflowError, WorkflowStore } from "@memento/workflow"
+import {
+  MemoryStore,
+  Step,
+  Workflow,
+  WorkflowClient,
+  WorkflowConfig,
+  WorkflowError,
+  WorkflowStore
+} from "@memento/workflow"
 import { Deferred, Effect, Fiber, Layer, Option, Schema } from "effect"
 import { advanceUntil, awaitStatus, Recorder, settings, settle, startWorker, successOf, workerLayer } from "./utils.js"
 
@@ -27,7 +35,8 @@ const observedStore = Effect.gen(function*() {
   const read: Array<string> = []
   const observed: WorkflowStore.WorkflowStore["Type"] = {
     ...store,
-    claim: (request) => Effect.tap(store.claim(request), (runs) => Effect.sync(() => claimed.push(...runs.map((r) => r.id)))),
+    claim: (request) =>
+      Effect.tap(store.claim(request), (runs) => Effect.sync(() => claimed.push(...runs.map((r) => r.id)))),
     get: (id) => Effect.tap(store.get(id), () => Effect.sync(() => read.push(id)))
   }
   return { store: observed, claimed, read }
@@ -91,21 +100,31 @@ describe("in-process hand-over", () => {
         )
       )
       const { read, store } = yield* observedStore
-      const commits: Array<{ readonly runId: string; readonly create: boolean; readonly keys: ReadonlyArray<string> }> = []
+      const commits: Array<{ readonly runId: string; readonly create: boolean; readonly keys: ReadonlyArray<string> }> =
+        []
       const observed: WorkflowStore.WorkflowStore["Type"] = {
         ...store,
         // a commit that lets the other fibers run while it is in flight, as a database's does
         commit: (commit) =>
-          Effect.tap(Effect.zipRight(Effect.yieldNow(), store.commit(commit)), () =>
-            Effect.sync(() =>
-              commits.push({ runId: commit.runId, create: commit.create !== undefined, keys: commit.entries.map((e) => `${e.key}:${e.status}`) })
-            ))
+          Effect.tap(
+            Effect.zipRight(Effect.yieldNow(), store.commit(commit)),
+            () =>
+              Effect.sync(() =>
+                commits.push({
+                  runId: commit.runId,
+                  create: commit.create !== undefined,
+                  keys: commit.entries.map((e) => `${e.key}:${e.status}`)
+                })
+              )
+          )
       }
       const env = inProcess(observed, { workflows: [Fan], implementations: implementation })
       yield* Effect.gen(function*() {
         const client = yield* WorkflowClient.WorkflowClient
         yield* settle
-        for (let i = 1; i <= 3; i++) assert.strictEqual(yield* completing(client.execute(Fan, i, { id: `fan-${i}` })), 3 * i)
+        for (let i = 1; i <= 3; i++) {
+          assert.strictEqual(yield* completing(client.execute(Fan, i, { id: `fan-${i}` })), 3 * i)
+        }
         assert.deepStrictEqual(recorder.counts("x", "y", "z"), { x: 3, y: 3, z: 3 }, "each step ran once per run")
         for (let i = 1; i <= 3; i++) {
           const mine = commits.filter((c) => c.runId === `fan-${i}`)
@@ -115,7 +134,11 @@ describe("in-process hand-over", () => {
           const details = yield* store.inspect(`fan-${i}`)
           assert.strictEqual(details.run.status, "succeeded")
           assert.strictEqual(details.run.epoch, 1)
-          assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`).sort(), ["x:succeeded", "y:succeeded", "z:succeeded"])
+          assert.deepStrictEqual(details.entries.map((e) => `${e.key}:${e.status}`).sort(), [
+            "x:succeeded",
+            "y:succeeded",
+            "z:succeeded"
+          ])
         }
         assert.deepStrictEqual(read, [], "no result was read back")
       }).pipe(Effect.provide(env))
@@ -135,7 +158,9 @@ describe("in-process hand-over", () => {
             commit.create !== undefined && lost++ === 0
               ? Effect.zipRight(
                 store.commit(commit),
-                Effect.fail(new WorkflowError.StoreError({ operation: "commit", message: "connection lost after COMMIT" }))
+                Effect.fail(
+                  new WorkflowError.StoreError({ operation: "commit", message: "connection lost after COMMIT" })
+                )
               )
               : store.commit(commit)
           )

@@ -15,10 +15,12 @@ class Rejected extends Schema.TaggedError<Rejected>()("Rejected", { why: Schema.
 
 const counter = (metric: Metric.Metric.Counter<number>, workflow: string, extra?: Record<string, string>) =>
   Effect.map(
-    Metric.value(Object.entries(extra ?? {}).reduce(
-      (tagged, [key, value]) => Metric.tagged(tagged, key, value),
-      Metric.tagged(metric, "workflow", workflow)
-    )),
+    Metric.value(
+      Object.entries(extra ?? {}).reduce(
+        (tagged, [key, value]) => Metric.tagged(tagged, key, value),
+        Metric.tagged(metric, "workflow", workflow)
+      )
+    ),
     (state) => state.count
   )
 
@@ -70,7 +72,9 @@ describe("Metrics", () => {
   it.effect("execute counts a run as started once; an execute whose ID exists counts nothing", () => {
     const name = "metrics-execute"
     const Job = Workflow.make({ name, payload: Schema.String, success: Schema.String })
-    const implementations = Job.implement((value) => Step.run("echo", { success: Schema.String }, Effect.succeed(value)))
+    const implementations = Job.implement((value) =>
+      Step.run("echo", { success: Schema.String }, Effect.succeed(value))
+    )
     return Effect.gen(function*() {
       const client = yield* WorkflowClient.WorkflowClient
       const execute = (value: string, id: string) =>

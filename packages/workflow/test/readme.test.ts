@@ -21,17 +21,21 @@ const charges = new Map<string, number>() // idempotency key -> amount, like a p
 
 const CheckoutLive = Checkout.implement((order) =>
   Effect.gen(function*() {
-    yield* Step.run("reserve", {
-      success: Schema.Void,
-      error: OutOfStock,
-      retryOn: () => false, // out of stock is final: no retries
-      compensate: () => Effect.sync(() => stock.set(order.sku, stock.get(order.sku)! + 1))
-    }, Effect.suspend(() => {
-      const left = stock.get(order.sku) ?? 0
-      if (left === 0) return Effect.fail(new OutOfStock({ sku: order.sku }))
-      stock.set(order.sku, left - 1)
-      return Effect.void
-    }))
+    yield* Step.run(
+      "reserve",
+      {
+        success: Schema.Void,
+        error: OutOfStock,
+        retryOn: () => false, // out of stock is final: no retries
+        compensate: () => Effect.sync(() => stock.set(order.sku, stock.get(order.sku)! + 1))
+      },
+      Effect.suspend(() => {
+        const left = stock.get(order.sku) ?? 0
+        if (left === 0) return Effect.fail(new OutOfStock({ sku: order.sku }))
+        stock.set(order.sku, left - 1)
+        return Effect.void
+      })
+    )
     const chargeId = yield* Step.run(
       "charge",
       { success: Schema.String },

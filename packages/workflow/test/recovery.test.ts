@@ -77,7 +77,9 @@ describe("lease fencing in the engine (guarantee 5)", () => {
 
       const store = yield* MemoryStore.make
       const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
-      const inStore = <A, E>(effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>) =>
+      const inStore = <A, E>(
+        effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>
+      ) =>
         effect.pipe(
           Effect.provideService(WorkflowStore.WorkflowStore, store),
           Effect.provideService(WorkflowClient.WorkflowClient, client)
@@ -146,7 +148,9 @@ describe("lease fencing in the engine (guarantee 5)", () => {
         )
       const store = yield* MemoryStore.make
       const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
-      const inStore = <A, E>(effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>) =>
+      const inStore = <A, E>(
+        effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>
+      ) =>
         effect.pipe(
           Effect.provideService(WorkflowStore.WorkflowStore, store),
           Effect.provideService(WorkflowClient.WorkflowClient, client),
@@ -312,8 +316,10 @@ describe("leases of healthy workers", () => {
       const workers = yield* Effect.all(
         ["w1", "w2", "w3"].map((workerId) => startWorker({ workflows: [W], implementations, workerId, concurrency: 3 }))
       )
-      const ids = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => i), (n) =>
-        Effect.map(client.start(W, n, { id: `shared-${n}` }), (handle) => handle.id))
+      const ids = yield* Effect.forEach(
+        Array.from({ length: 20 }, (_, i) => i),
+        (n) => Effect.map(client.start(W, n, { id: `shared-${n}` }), (handle) => handle.id)
+      )
       yield* advanceUntil(
         Effect.map(store.list({ status: "succeeded" }), (page) => page.runs.length === ids.length),
         { what: "all runs to succeed" }
@@ -394,7 +400,9 @@ describe("recovery limit (guarantee 10)", () => {
       assert.strictEqual(successOf(yield* resultOf(W, id, { stepMs: 500 })), 5)
       assert.strictEqual(crash.fired.length, 4)
       assert.deepStrictEqual(recorder.counts(...names), { s1: 1, s2: 1, s3: 1, s4: 1, s5: 1 })
-    }).pipe(Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks, settings: { maxRecoveries: 2 } })))
+    }).pipe(
+      Effect.provide(testEnv({ workflows: [W], implementations, hooks: crash.hooks, settings: { maxRecoveries: 2 } }))
+    )
   })
 })
 
@@ -404,7 +412,11 @@ describe("bad values park the run (guarantee 10)", () => {
     const W = Workflow.make({ name: "big-output", payload: Schema.Void, success: Schema.Number })
     const implementations = W.implement(() =>
       Effect.gen(function*() {
-        const big = yield* Step.run("big", { success: Schema.String }, Effect.as(recorder.record("big"), "x".repeat(200)))
+        const big = yield* Step.run(
+          "big",
+          { success: Schema.String },
+          Effect.as(recorder.record("big"), "x".repeat(200))
+        )
         yield* Step.run("after", recorder.record("after"))
         return big.length
       })
@@ -444,7 +456,11 @@ describe("bad values park the run (guarantee 10)", () => {
 
   it.effect("a stored payload that no longer decodes parks its run; the worker keeps serving others", () => {
     const recorder = new Recorder()
-    const W = Workflow.make({ name: "typed-payload", payload: Schema.Struct({ n: Schema.Number }), success: Schema.Number })
+    const W = Workflow.make({
+      name: "typed-payload",
+      payload: Schema.Struct({ n: Schema.Number }),
+      success: Schema.Number
+    })
     const implementations = W.implement(({ n }) => Effect.as(recorder.record("body", n), n * 2))
     return Effect.gen(function*() {
       const store = yield* WorkflowStore.WorkflowStore

@@ -18,15 +18,19 @@ interface Control {
 }
 
 const step = (recorder: Recorder, control: Control, name: string, compensate?: boolean) =>
-  Step.run(name, {
-    success: Schema.String,
-    error: Declined,
-    retryOn: () => false,
-    ...(compensate === true ? { compensate: (value: string) => recorder.record(`undo-${name}`, value) } : {})
-  }, Effect.zipRight(
-    recorder.record(name),
-    control.failing.has(name) ? Effect.fail(new Declined({ step: name })) : Effect.succeed(`${name}-done`)
-  ))
+  Step.run(
+    name,
+    {
+      success: Schema.String,
+      error: Declined,
+      retryOn: () => false,
+      ...(compensate === true ? { compensate: (value: string) => recorder.record(`undo-${name}`, value) } : {})
+    },
+    Effect.zipRight(
+      recorder.record(name),
+      control.failing.has(name) ? Effect.fail(new Declined({ step: name })) : Effect.succeed(`${name}-done`)
+    )
+  )
 
 /** validate, reserve (compensated by undo-reserve), notify twice (notify, notify#2), charge. */
 const pipeline = (recorder: Recorder, control: Control) => {

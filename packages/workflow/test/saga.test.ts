@@ -85,7 +85,10 @@ describe("sagas (guarantee 7)", () => {
         ]
       )
       const stored = yield* runError(id)
-      assert.deepStrictEqual(stored, { _tag: "Failure", error: { _tag: "PaymentDeclined", reason: "card of hold-res-o-1" } })
+      assert.deepStrictEqual(stored, {
+        _tag: "Failure",
+        error: { _tag: "PaymentDeclined", reason: "card of hold-res-o-1" }
+      })
       // Polling a finished run gives the same typed error.
       const polled = yield* client.poll(W, id)
       assert.strictEqual(polled._tag, "Some")

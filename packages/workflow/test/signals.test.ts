@@ -87,7 +87,9 @@ describe("durable sleep (guarantee 8)", () => {
     return Effect.gen(function*() {
       const store = yield* MemoryStore.make
       const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
-      const provide = <A, E>(effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>) =>
+      const provide = <A, E>(
+        effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>
+      ) =>
         effect.pipe(
           Effect.provideService(WorkflowStore.WorkflowStore, store),
           Effect.provideService(WorkflowClient.WorkflowClient, client)
@@ -218,7 +220,10 @@ describe("signals (guarantee 8)", () => {
       assert.strictEqual(run.status, "waiting", "the duplicate did not satisfy the second wait")
       const details = yield* client.inspect(id)
       assert.deepStrictEqual(details.signals.map((s) => [s.signalId, JSON.parse(s.payload)]), [["evt-1", 10]])
-      assert.deepStrictEqual(details.entries.map((e) => [e.key, e.status]), [["payment", "succeeded"], ["payment#2", "started"]])
+      assert.deepStrictEqual(details.entries.map((e) => [e.key, e.status]), [["payment", "succeeded"], [
+        "payment#2",
+        "started"
+      ]])
 
       assert.deepStrictEqual(yield* client.signal(id, "payment", 20, { signalId: "evt-2" }), { duplicate: false })
       assert.deepStrictEqual(successOf(yield* resultOf(Payments, id)), [10, 20])
@@ -346,7 +351,11 @@ describe("cancellation", () => {
         yield* Deferred.succeed(latch, undefined)
         assert.instanceOf(failureOf(yield* resultOf(Transfer, id)), WorkflowError.WorkflowCancelled)
         assert.strictEqual((yield* client.get(id)).status, "cancelled")
-        assert.deepStrictEqual(recorder.counts("debit", "credit", "credit-back"), { debit: 1, credit: 0, "credit-back": 1 })
+        assert.deepStrictEqual(recorder.counts("debit", "credit", "credit-back"), {
+          debit: 1,
+          credit: 0,
+          "credit-back": 1
+        })
         assert.deepStrictEqual(recorder.data("credit-back"), ["debit-1"])
         const details = yield* client.inspect(id)
         assert.deepStrictEqual(
@@ -379,9 +388,16 @@ describe("cancellation", () => {
         yield* settle
         yield* client.cancel(id)
         yield* Deferred.succeed(latch, undefined)
-        assert.instanceOf(failureOf(yield* resultOf(Transfer, id, { stepMs: 60_000, maxMs: hour })), WorkflowError.WorkflowCancelled)
+        assert.instanceOf(
+          failureOf(yield* resultOf(Transfer, id, { stepMs: 60_000, maxMs: hour })),
+          WorkflowError.WorkflowCancelled
+        )
         assert.isBelow(yield* Clock.currentTimeMillis, hour, "the cancel waited for the sleep")
-        assert.deepStrictEqual(recorder.counts("debit", "credit", "credit-back"), { debit: 1, credit: 0, "credit-back": 1 })
+        assert.deepStrictEqual(recorder.counts("debit", "credit", "credit-back"), {
+          debit: 1,
+          credit: 0,
+          "credit-back": 1
+        })
       }).pipe(Effect.provide(testEnv({ workflows: [Transfer], implementations, settings: slow })))
     })
   })

@@ -14,7 +14,17 @@ import {
   WorkflowStore
 } from "@memento/workflow"
 import { Context, Effect, Fiber, Layer, Metric, Option, Schema } from "effect"
-import { advanceUntil, failureOf, Recorder, resultOf, settings, settle, successOf, testEnv, workerLayer } from "./utils.js"
+import {
+  advanceUntil,
+  failureOf,
+  Recorder,
+  resultOf,
+  settings,
+  settle,
+  successOf,
+  testEnv,
+  workerLayer
+} from "./utils.js"
 
 const Order = Schema.Struct({ orderId: Schema.String, amount: Schema.Number })
 
@@ -191,7 +201,9 @@ describe("start (guarantee 1)", () => {
       assert.strictEqual(recorder.count("charge"), 1)
       // again: the finished run's result, without running its step
       assert.strictEqual(successOf(yield* Effect.exit(completing(client.execute(Checkout, order)))), "charged 5")
-      const payload = failureOf(yield* Effect.exit(completing(client.execute(Checkout, { orderId: "order-5", amount: 6 }))))
+      const payload = failureOf(
+        yield* Effect.exit(completing(client.execute(Checkout, { orderId: "order-5", amount: 6 })))
+      )
       assert.instanceOf(payload, WorkflowError.WorkflowIdConflict)
       assert.strictEqual(payload.reason, "a different payload")
       const workflow = failureOf(yield* Effect.exit(completing(client.execute(Refund, order, { id: "order-5" }))))
@@ -204,7 +216,9 @@ describe("start (guarantee 1)", () => {
       assert.deepStrictEqual(details.attempts.map((a) => `${a.key}#${a.attempt}:${a.outcome}`), ["charge#1:succeeded"])
       // a run still pending (no worker here executes it): the same, while it waits
       const { run: pending } = yield* store.create({ id: "order-6", workflow: "elsewhere", payload: "{}" })
-      const elsewhere = failureOf(yield* Effect.exit(completing(client.execute(Checkout, { orderId: "order-6", amount: 1 }))))
+      const elsewhere = failureOf(
+        yield* Effect.exit(completing(client.execute(Checkout, { orderId: "order-6", amount: 1 })))
+      )
       assert.instanceOf(elsewhere, WorkflowError.WorkflowIdConflict)
       const untouched = yield* store.inspect("order-6")
       assert.deepStrictEqual(untouched.run, pending)

@@ -77,7 +77,10 @@ describe("crash and replay (guarantee 3, acceptance)", () => {
         const crashed = yield* client.inspect(id)
         assert.strictEqual(crashed.run.status, "running")
         assert.strictEqual(crashed.run.epoch, 1)
-        assert.deepStrictEqual(crashed.entries.map((e) => [e.key, e.status]), [["step-1", "succeeded"], ["step-2", "started"]])
+        assert.deepStrictEqual(crashed.entries.map((e) => [e.key, e.status]), [["step-1", "succeeded"], [
+          "step-2",
+          "started"
+        ]])
         yield* TestClock.adjust(settings.leaseMs! - 100)
         assert.deepStrictEqual(recorder.counts("step-1", "step-2", "step-3"), { "step-1": 1, "step-2": 1, "step-3": 0 })
 
@@ -314,7 +317,8 @@ describe("step identity and journaled values (guarantee 2)", () => {
           { success: Schema.String, error: OutOfStock, retryOn: () => false },
           Effect.zipRight(recorder.record("reserve"), Effect.fail(new OutOfStock({ sku: "sku-9" })))
         ).pipe(
-          Effect.catchTag("OutOfStock", (error) => Effect.as(recorder.record("caught", error), `backordered ${error.sku}`))
+          Effect.catchTag("OutOfStock", (error) =>
+            Effect.as(recorder.record("caught", error), `backordered ${error.sku}`))
         )
         yield* Step.run("notify", recorder.record("notify"))
         return reserved

@@ -181,7 +181,12 @@ export const storeSuite = (
             store.create({ id: `run-${ns}`, workflow: `wf-${ns}`, payload: String(i) })),
           { concurrency: "unbounded" }
         )
-        assert.strictEqual(results.filter((result) => result.created).length, 1)
+        assert.strictEqual(
+          results.filter((result) =>
+            result.created
+          ).length,
+          1
+        )
         const stored = yield* getRun(store, `run-${ns}`)
         for (const result of results) assert.deepStrictEqual(result.run, stored)
         const page = yield* store.list({ workflow: `wf-${ns}` })
@@ -521,10 +526,13 @@ export const storeSuite = (
         const store = yield* WorkflowStore
         const ns = namespace()
         const runId = `run-${ns}`
-        const others = yield* Effect.forEach(Array.from({ length: 8 }, (_, i) => i), (i) =>
-          store.create({ id: `other-${ns}-${i}`, workflow: `wf-${ns}`, payload: "{}" }).pipe(
-            Effect.zipRight(store.claim({ workerId: `w${i}`, workflows: [`wf-${ns}`], limit: 1, leaseMs: long }))
-          ))
+        const others = yield* Effect.forEach(
+          Array.from({ length: 8 }, (_, i) => i),
+          (i) =>
+            store.create({ id: `other-${ns}-${i}`, workflow: `wf-${ns}`, payload: "{}" }).pipe(
+              Effect.zipRight(store.claim({ workerId: `w${i}`, workflows: [`wf-${ns}`], limit: 1, leaseMs: long }))
+            )
+        )
         const exits = yield* Effect.all(
           [
             ...Array.from({ length: 20 }, (_, i) =>
@@ -1249,9 +1257,9 @@ export const storeSuite = (
         yield* expireShort
         yield* claimOne(store, run, "worker-b")
         const before2 = yield* store.inspect(run.id)
-        const lost = yield* Effect.flip(store.transaction(Effect.succeed(1), () =>
-          commitOf(run, { entries: [entry("tx", 1, "succeeded")] })
-        ))
+        const lost = yield* Effect.flip(
+          store.transaction(Effect.succeed(1), () => commitOf(run, { entries: [entry("tx", 1, "succeeded")] }))
+        )
         assertLeaseLost(lost, run.id, 1)
         assert.deepStrictEqual(yield* store.inspect(run.id), before2)
       }))
@@ -1366,7 +1374,9 @@ export const storeSuite = (
         )
         assert.deepStrictEqual(yield* store.inspect(run.id), succeeded)
 
-        const missing = yield* Effect.flip(store.retry({ runId: `missing-${namespace()}`, archiveKeys: [], from: ["failed"] }))
+        const missing = yield* Effect.flip(
+          store.retry({ runId: `missing-${namespace()}`, archiveKeys: [], from: ["failed"] })
+        )
         assert.instanceOf(missing, RunNotFound)
       }))
 
@@ -1415,8 +1425,9 @@ export const storeSuite = (
         const compensated = yield* finish("compensated")
         const dead = yield* finish("dead")
         const attention = yield* finish("needs_attention")
-        const pending = (yield* store.create({ id: `run-${namespace()}`, workflow: `wf-${namespace()}`, payload: "{}" }))
-          .run
+        const pending =
+          (yield* store.create({ id: `run-${namespace()}`, workflow: `wf-${namespace()}`, payload: "{}" }))
+            .run
         const running = yield* claimedRun(store)
         const waiting = yield* finish("waiting")
         const sleeping = yield* finish("sleeping", { runnableAt: start + 3_600_000 })
@@ -1431,7 +1442,10 @@ export const storeSuite = (
         const kept = [dead, attention, pending, running, waiting, sleeping, recent].map((run) => run.id)
 
         // only the requested statuses
-        assert.strictEqual(yield* store.purge({ completedBefore: cutoff, statuses: ["succeeded", "dead"], limit: 10 }), 1)
+        assert.strictEqual(
+          yield* store.purge({ completedBefore: cutoff, statuses: ["succeeded", "dead"], limit: 10 }),
+          1
+        )
         assert.isTrue(Option.isNone(yield* store.get(succeeded.id)))
         assert.isTrue(Option.isSome(yield* store.get(full.id)))
         assert.strictEqual(yield* store.purge({ completedBefore: cutoff, statuses: [], limit: 10 }), 0)
@@ -1448,7 +1462,10 @@ export const storeSuite = (
         for (const id of old) assert.isTrue(Option.isNone(yield* store.get(id)), id)
         for (const id of kept) assert.isTrue(Option.isSome(yield* store.get(id)), id)
         assert.strictEqual((yield* getRun(store, dead.id)).status, "dead")
-        assert.strictEqual(yield* store.purge({ completedBefore: cutoff + 3_600_000, statuses: ["dead"], limit: 10 }), 0)
+        assert.strictEqual(
+          yield* store.purge({ completedBefore: cutoff + 3_600_000, statuses: ["dead"], limit: 10 }),
+          0
+        )
 
         // nothing of the purged run is left: a new run with its ID starts empty
         const reborn = yield* store.create({ id: full.id, workflow: full.workflow, payload: "{}" })
@@ -1469,7 +1486,9 @@ export const storeSuite = (
       Effect.gen(function*() {
         const store = yield* WorkflowStore
         const ok = yield* claimedRun(store)
-        yield* store.commit(commitOf(ok, { transition: transition("compensating", { release: false, error: "\"e\"" }) }))
+        yield* store.commit(
+          commitOf(ok, { transition: transition("compensating", { release: false, error: "\"e\"" }) })
+        )
         yield* store.commit(commitOf(ok, { transition: transition("succeeded") }))
         assert.deepStrictEqual(yield* store.alerts(ok.id), [])
 

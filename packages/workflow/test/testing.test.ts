@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
 import { Step, Workflow } from "@memento/workflow"
 import * as Testing from "@memento/workflow/testing"
+import { Effect, Schema } from "effect"
 
 class Declined extends Schema.TaggedError<Declined>()("Declined", { reason: Schema.String }) {}
 
@@ -35,7 +35,11 @@ const SagaLive = Saga.implement((order) =>
       compensate: (id) => Effect.sync(() => effects.push(`cancel ${id}`))
     }, order.decline ? Effect.fail(new Declined({ reason: "carrier refused" })) : Effect.succeed("shp-1"))
     yield* Step.run("email", Effect.sync(() => effects.push("email")))
-    const receipt = yield* Step.run("receipt", { success: Schema.String }, Effect.succeed(`${reservation}/${charge}/${shipment}`))
+    const receipt = yield* Step.run(
+      "receipt",
+      { success: Schema.String },
+      Effect.succeed(`${reservation}/${charge}/${shipment}`)
+    )
     return receipt
   })
 )
@@ -73,7 +77,11 @@ describe("Testing.replaySafety", () => {
   it.effect("detects a workflow that is not deterministic", () =>
     Effect.gen(function*() {
       let runs = 0
-      const Flaky = Workflow.make({ name: "flaky", payload: Schema.Struct({ id: Schema.String }), success: Schema.Number })
+      const Flaky = Workflow.make({
+        name: "flaky",
+        payload: Schema.Struct({ id: Schema.String }),
+        success: Schema.Number
+      })
       const FlakyLive = Flaky.implement(() =>
         Effect.gen(function*() {
           // reads outside a step: a replay sees another value than the first execution

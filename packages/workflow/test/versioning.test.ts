@@ -6,7 +6,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
-import { Effect, Exit, Layer, Schema, Scope } from "effect"
+import type { Layer } from "effect"
+import { Effect, Exit, Schema, Scope } from "effect"
 import type { CrashSpec } from "./utils.js"
 import {
   awaitStatus,
@@ -26,8 +27,10 @@ const W = Workflow.make({ name: "versioned", payload: Schema.String, success: Sc
 /** A body made of plain steps with the given names, each recording its execution. */
 const steps = (recorder: Recorder, names: ReadonlyArray<string>) =>
   W.implement((payload) =>
-    Effect.forEach(names, (name) =>
-      Step.run(name, { success: Schema.String }, Effect.as(recorder.record(name), `${name}(${payload})`)))
+    Effect.forEach(
+      names,
+      (name) => Step.run(name, { success: Schema.String }, Effect.as(recorder.record(name), `${name}(${payload})`))
+    )
   )
 
 /**
@@ -119,8 +122,18 @@ describe("journal mismatches (guarantee 9, acceptance)", () => {
     readonly stepKey: string
   }> = [
     { title: "removing a journaled step", v2: ["step-1", "step-3"], requested: "step-3", stepKey: "step-2" },
-    { title: "moving an unfinished step before a journaled one", v2: ["step-1", "step-3", "step-2"], requested: "step-3", stepKey: "step-2" },
-    { title: "inserting a step before journaled ones", v2: ["step-0", "step-1", "step-2"], requested: "step-0", stepKey: "step-1" },
+    {
+      title: "moving an unfinished step before a journaled one",
+      v2: ["step-1", "step-3", "step-2"],
+      requested: "step-3",
+      stepKey: "step-2"
+    },
+    {
+      title: "inserting a step before journaled ones",
+      v2: ["step-0", "step-1", "step-2"],
+      requested: "step-0",
+      stepKey: "step-1"
+    },
     { title: "ending the body before a journaled step", v2: ["step-1"], requested: null, stepKey: "step-2" }
   ]
   for (const change of changes) {
@@ -128,7 +141,10 @@ describe("journal mismatches (guarantee 9, acceptance)", () => {
       const recorder = new Recorder()
       return deploy(({ client, run }) =>
         Effect.gen(function*() {
-          const v1 = yield* run(steps(recorder, ["step-1", "step-2", "step-3"]), { point: "before-step", key: "step-3" })
+          const v1 = yield* run(steps(recorder, ["step-1", "step-2", "step-3"]), {
+            point: "before-step",
+            key: "step-3"
+          })
           const { id } = yield* client.start(W, "p", { id: "change-1" })
           yield* settle
           yield* Scope.close(v1, Exit.void)
@@ -235,7 +251,10 @@ describe("journaled values that no longer decode (guarantee 9)", () => {
       )
     return deploy(({ client, run }) =>
       Effect.gen(function*() {
-        const v1 = yield* run(version(V1Error, () => new V1Error({ code: 51 })), { point: "before-step", key: "notify" })
+        const v1 = yield* run(version(V1Error, () => new V1Error({ code: 51 })), {
+          point: "before-step",
+          key: "notify"
+        })
         const { id } = yield* client.start(W, "p", { id: "decode-2" })
         yield* settle
         yield* Scope.close(v1, Exit.void)
@@ -288,7 +307,11 @@ describe("Workflow.patched (guarantee 9)", () => {
           "charge-v2": 0,
           "step-3": 1
         })
-        assert.deepStrictEqual((yield* client.inspect(old.id)).entries.map((e) => e.key), ["step-1", "step-2", "step-3"])
+        assert.deepStrictEqual((yield* client.inspect(old.id)).entries.map((e) => e.key), [
+          "step-1",
+          "step-2",
+          "step-3"
+        ])
         recorder.calls.length = 0
 
         const fresh = yield* client.start(W, "new", { id: "new-run" })

@@ -44,7 +44,9 @@ const chance = (rate: number | undefined): Effect.Effect<boolean> =>
 
 /** Wraps one provider request with the configured faults; database errors become `ProviderUnavailable`. */
 export const inject = (faults: Faults | undefined, request: Request) =>
-<A, E, R>(effect: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, Exclude<E, SqlError> | ProviderUnavailable, R> =>
+<A, E, R>(
+  effect: Effect.Effect<A, E | SqlError, R>
+): Effect.Effect<A, Exclude<E, SqlError> | ProviderUnavailable, R> =>
   Effect.gen(function*() {
     const unavailable = (reason: string) => new ProviderUnavailable({ ...request, reason })
     if (faults?.latency !== undefined) yield* Effect.sleep(Duration.decode(faults.latency))

@@ -6,11 +6,11 @@
  * with another request is a bug in the caller and dies. A request that fails on the provider's
  * side (a database error) stores nothing, so a retry runs it afresh.
  */
-import { createHash } from "node:crypto"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Either } from "effect"
 import { Clock, Effect, Schedule, Schema } from "effect"
+import { createHash } from "node:crypto"
 
 /** The DDL of a provider's idempotency table (plain SQL for SQLite and Postgres). */
 export const tableDdl = (table: string): string =>

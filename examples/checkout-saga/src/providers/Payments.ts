@@ -16,8 +16,8 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { WorkflowClient } from "@memento/workflow"
 import type { Scope } from "effect"
 import { Clock, Context, Duration, Effect, Either, Layer, Schedule, Schema } from "effect"
-import type { Faults } from "./Faults.js"
-import { inject, ProviderUnavailable } from "./Faults.js"
+import type { Faults, ProviderUnavailable } from "./Faults.js"
+import { inject } from "./Faults.js"
 import * as Idempotency from "./Idempotency.js"
 
 export const tables = {

@@ -70,7 +70,7 @@ const glyph: Record<WorkflowStore.EntryKind, string> = {
 
 /** A tick step of 1, 2 or 5 times a power of ten milliseconds giving at most `max` intervals. */
 const tickStep = (span: number, max: number): number => {
-  for (let power = 1; ; power *= 10) {
+  for (let power = 1;; power *= 10) {
     for (const factor of [1, 2, 5]) {
       if (span / (factor * power) <= max) return factor * power
     }

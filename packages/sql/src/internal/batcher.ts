@@ -1,7 +1,7 @@
+import type { Scope } from "effect"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type { Scope } from "effect"
 
 /**
  * How a batch is executed: one result per item, in order. A failure of the whole effect fails

@@ -68,7 +68,8 @@ export const idleStatuses = sqlList(["pending", "sleeping", "waiting"])
 export const endedStatuses = sqlList([...terminalStatuses, ...parkedStatuses])
 
 /** @internal */
-export const isEnded = (status: RunStatus): boolean => terminalStatuses.includes(status) || parkedStatuses.includes(status)
+export const isEnded = (status: RunStatus): boolean =>
+  terminalStatuses.includes(status) || parkedStatuses.includes(status)
 
 /** Journal rows of one commit, de-duplicated by key (the last one wins). @internal */
 export const uniqueEntries = (entries: ReadonlyArray<JournalEntry>): ReadonlyArray<JournalEntry> => {

@@ -7,8 +7,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
-import * as Redacted from "effect/Redacted"
 import * as RcRef from "effect/RcRef"
+import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -43,7 +43,10 @@ const listenOnce = (
 ) =>
   Stream.asyncScoped<never, ListenError>((emit) =>
     Effect.gen(function*() {
-      const { default: pg } = yield* Effect.tryPromise({ try: () => import("pg"), catch: (cause) => new ListenError({ cause }) })
+      const { default: pg } = yield* Effect.tryPromise({
+        try: () => import("pg"),
+        catch: (cause) => new ListenError({ cause })
+      })
       const client = yield* Effect.acquireRelease(
         Effect.sync(() => new pg.Client(clientConfig(config))),
         (client) => Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.timeoutOption(1_000))
@@ -99,7 +102,9 @@ export const makePgEvents = (
           )
           yield* Deferred.await(listening).pipe(Effect.timeoutOption(Duration.seconds(2)))
           return pubsub
-        }).pipe(Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope as Scope.CloseableScope, exit) : Effect.void))),
+        }).pipe(
+          Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope as Scope.CloseableScope, exit) : Effect.void)
+        )),
       idleTimeToLive: Duration.seconds(1)
     })
     return Stream.unwrapScoped(Effect.map(RcRef.get(hub), (pubsub) => Stream.fromPubSub(pubsub)))

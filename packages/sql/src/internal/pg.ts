@@ -12,10 +12,10 @@ import type {
   RunRecord,
   StoreEvent
 } from "@memento/workflow/WorkflowStore"
+import type { Scope, Stream } from "effect"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type { Scope, Stream } from "effect"
 import * as Batcher from "./batcher.js"
 import {
   claimableStatuses,
@@ -312,7 +312,8 @@ export const make = (
         FROM ${t.journal} j WHERE j.run_id = r.id) AS entries,
       (SELECT coalesce(json_agg(${signalsJson} ORDER BY s.seq), '[]'::json)
         FROM ${t.signals} s WHERE s.run_id = r.id) AS signals`
-    const attemptsColumn = `(SELECT coalesce(json_agg(${attemptsJson} ORDER BY j.seq NULLS LAST, a.key, a.attempt), '[]'::json)
+    const attemptsColumn =
+      `(SELECT coalesce(json_agg(${attemptsJson} ORDER BY j.seq NULLS LAST, a.key, a.attempt), '[]'::json)
         FROM ${t.attempts} a LEFT JOIN ${t.journal} j ON j.run_id = a.run_id AND j.key = a.key
         WHERE a.run_id = r.id) AS attempts`
 
@@ -339,7 +340,8 @@ export const make = (
       ["endedAt", "a.ended_at"],
       ["generation", "a.generation"]
     ])
-    const archiveColumns = `(SELECT coalesce(json_agg(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key), '[]'::json)
+    const archiveColumns =
+      `(SELECT coalesce(json_agg(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key), '[]'::json)
         FROM ${t.journalArchive} j WHERE j.run_id = r.id) AS archived_entries,
       (SELECT coalesce(json_agg(${archivedAttemptsJson} ORDER BY a.generation, j.seq NULLS LAST, a.key, a.attempt),
           '[]'::json)
@@ -406,7 +408,8 @@ export const make = (
           set_output boolean, output text, set_error boolean, error text, ended boolean, alert boolean, entries json,
           attempts json, workflow text, payload text, owner text)
       )`
-    const updateFence = (runs: string) => `fence AS (
+    const updateFence = (runs: string) =>
+      `fence AS (
         UPDATE ${t.runs} r SET
           updated_at = clock.now,
           recoveries = CASE WHEN x.reset THEN 0 ELSE r.recoveries END,
@@ -477,7 +480,8 @@ export const make = (
      * The fenced commit: `fence` is the fenced update of the runs (for runs not stored yet, their
      * insert), returning the runs the commit applies to; journal rows, attempts and alerts follow.
      */
-    const commitSql = (fence: string) => `WITH clock AS (SELECT ${nowMs} AS now),
+    const commitSql = (fence: string) =>
+      `WITH clock AS (SELECT ${nowMs} AS now),
       ${commitInput},
       ${fence},
       ${commitBody}`
@@ -551,10 +555,12 @@ export const make = (
         for (const c of commits) {
           exits.push(
             hasSignal(c)
-              ? yield* Effect.exit(sql.withTransaction(commitSignalled(c)).pipe(
-                // `withTransaction` turns a failed COMMIT into a defect: it is a storage failure.
-                Effect.catchAllDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect))
-              ))
+              ? yield* Effect.exit(
+                sql.withTransaction(commitSignalled(c)).pipe(
+                  // `withTransaction` turns a failed COMMIT into a defect: it is a storage failure.
+                  Effect.catchAllDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect))
+                )
+              )
               : plainExits[next++]
           )
         }
@@ -578,15 +584,16 @@ export const make = (
     )
 
     const signal: Store["signal"] = ({ name, payload, runId, signalId }) =>
-      prepared<{ readonly found: number; readonly inserted: number }>(signalText, [runId, name, signalId, payload]).pipe(
-        mapSqlError("signal"),
-        Effect.flatMap(([row]) =>
-          row === undefined || row.found === 0
-            ? Effect.fail(new RunNotFound({ workflowId: runId }))
-            : Effect.succeed({ duplicate: row.inserted === 0 })
-        ),
-        Tracing.withSpan("SqlStore.signal", { captureStackTrace: false })
-      )
+      prepared<{ readonly found: number; readonly inserted: number }>(signalText, [runId, name, signalId, payload])
+        .pipe(
+          mapSqlError("signal"),
+          Effect.flatMap(([row]) =>
+            row === undefined || row.found === 0
+              ? Effect.fail(new RunNotFound({ workflowId: runId }))
+              : Effect.succeed({ duplicate: row.inserted === 0 })
+          ),
+          Tracing.withSpan("SqlStore.signal", { captureStackTrace: false })
+        )
 
     const existing = (operation: string, runId: string) =>
       selectRun(runId).pipe(
@@ -631,8 +638,10 @@ export const make = (
         Effect.flatMap((rows): Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError> =>
           rows.length > 0
             ? decodeRun("resume")(rows[0])
-            : Effect.flatMap(existing("resume", runId), (run) =>
-              Effect.fail(new InvalidRunState({ workflowId: runId, status: run.status, operation: "resume" })))
+            : Effect.flatMap(
+              existing("resume", runId),
+              (run) => Effect.fail(new InvalidRunState({ workflowId: runId, status: run.status, operation: "resume" }))
+            )
         ),
         Tracing.withSpan("SqlStore.resume")
       )
@@ -670,9 +679,10 @@ export const make = (
 
     const list = makeList(sql, t)
 
-    const inspect: Store["inspect"] = (runId) => detailsRow("inspect", runId, decodeDetails("inspect", runId)).pipe(
-      Tracing.withSpan("SqlStore.inspect")
-    )
+    const inspect: Store["inspect"] = (runId) =>
+      detailsRow("inspect", runId, decodeDetails("inspect", runId)).pipe(
+        Tracing.withSpan("SqlStore.inspect")
+      )
 
     const retry: Store["retry"] = ({ archiveKeys, from, runId }) => {
       const keys = JSON.stringify(archiveKeys)
@@ -720,8 +730,10 @@ export const make = (
         Effect.flatMap((rows): Effect.Effect<RunRecord, RunNotFound | InvalidRunState | StoreError> =>
           rows.length > 0
             ? decodeRun("retry")(rows[0])
-            : Effect.flatMap(existing("retry", runId), (run) =>
-              Effect.fail(new InvalidRunState({ workflowId: runId, status: run.status, operation: "retry" })))
+            : Effect.flatMap(
+              existing("retry", runId),
+              (run) => Effect.fail(new InvalidRunState({ workflowId: runId, status: run.status, operation: "retry" }))
+            )
         ),
         Tracing.withSpan("SqlStore.retry")
       )
@@ -761,7 +773,9 @@ export const make = (
       Tracing.withSpan("SqlStore.stats")
     )
 
-    const alertColumns = sql.literal("a.id, a.run_id, a.workflow, a.status, a.error, a.created_at, a.attempts, a.delivered_at")
+    const alertColumns = sql.literal(
+      "a.id, a.run_id, a.workflow, a.status, a.error, a.created_at, a.attempts, a.delivered_at"
+    )
     const decodeClaimedAlerts = decodeAlerts("claimAlerts")
     const claimAlerts: Store["claimAlerts"] = ({ leaseMs, limit }) =>
       Math.floor(limit) < 1 ? Effect.succeed([]) : sql`WITH clock AS (SELECT ${now} AS now),

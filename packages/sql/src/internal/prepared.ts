@@ -1,9 +1,9 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
-import { createHash } from "node:crypto"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import { createHash } from "node:crypto"
 
 /** The part of a `pg` client a named statement needs. */
 interface PgQueryable {
@@ -50,7 +50,11 @@ export const makePrepared = (sql: SqlClient.SqlClient, prepare: boolean = true) 
   const cancel = (pid: number | undefined): Effect.Effect<void> =>
     pid === undefined
       ? Effect.void
-      : sql.unsafe(`SELECT pg_cancel_backend(${Math.floor(pid)})`).pipe(Effect.ignore, Effect.timeout(5_000), Effect.ignore)
+      : sql.unsafe(`SELECT pg_cancel_backend(${Math.floor(pid)})`).pipe(
+        Effect.ignore,
+        Effect.timeout(5_000),
+        Effect.ignore
+      )
 
   const onConnection = <A>(
     connection: Connection,

@@ -49,7 +49,8 @@ export const storeError = (operation: string) => (error: SqlError): StoreError =
 export const mapSqlError = (operation: string) => <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>) =>
   Effect.catchIf(
     effect,
-    (error): error is SqlError => typeof error === "object" && error !== null && "_tag" in error && error._tag === "SqlError",
+    (error): error is SqlError =>
+      typeof error === "object" && error !== null && "_tag" in error && error._tag === "SqlError",
     (error) => Effect.fail(storeError(operation)(error))
   ) as Effect.Effect<A, Exclude<E, SqlError> | StoreError, R>
 
@@ -63,7 +64,11 @@ const Millis = Schema.Union(Schema.Number, Schema.NumberFromString)
 /** Postgres returns booleans; SQLite 0 or 1. */
 const Bool = Schema.Union(
   Schema.Boolean,
-  Schema.transform(Schema.Literal(0, 1), Schema.Boolean, { strict: true, decode: (n) => n === 1, encode: (b) => b ? 1 : 0 })
+  Schema.transform(Schema.Literal(0, 1), Schema.Boolean, {
+    strict: true,
+    decode: (n) => n === 1,
+    encode: (b) => b ? 1 : 0
+  })
 )
 
 const NullableString = Schema.NullOr(Schema.String)
@@ -389,33 +394,34 @@ const bySeq = <A extends { readonly seq: number }>(values: ReadonlyArray<A>): Re
  *
  * @internal
  */
-export const decodeDetails = (operation: string, runId: string) => (row: unknown): Effect.Effect<RunDetails, StoreError> => {
-  const fast = isRow(row) ? fastDetails(row) : undefined
-  if (fast !== undefined) {
-    return Effect.succeed({
-      run: fast.run,
-      entries: bySeq(fast.entries),
-      signals: bySeq(fast.signals),
-      attempts: fast.attempts,
-      archivedEntries: fast.archivedEntries,
-      archivedAttempts: fast.archivedAttempts,
-      children: fast.children
+export const decodeDetails =
+  (operation: string, runId: string) => (row: unknown): Effect.Effect<RunDetails, StoreError> => {
+    const fast = isRow(row) ? fastDetails(row) : undefined
+    if (fast !== undefined) {
+      return Effect.succeed({
+        run: fast.run,
+        entries: bySeq(fast.entries),
+        signals: bySeq(fast.signals),
+        attempts: fast.attempts,
+        archivedEntries: fast.archivedEntries,
+        archivedAttempts: fast.archivedAttempts,
+        children: fast.children
+      })
+    }
+    return Either.match(decodeDetailsEither(row), {
+      onLeft: (error) => Effect.fail(corrupt(operation, runId, error)),
+      onRight: ({ archivedAttempts, archivedEntries, attempts, children, entries, signals, ...run }) =>
+        Effect.succeed({
+          run,
+          entries: bySeq(entries),
+          signals: bySeq(signals),
+          attempts: attempts ?? [],
+          archivedEntries: archivedEntries ?? [],
+          archivedAttempts: archivedAttempts ?? [],
+          children: children ?? []
+        })
     })
   }
-  return Either.match(decodeDetailsEither(row), {
-    onLeft: (error) => Effect.fail(corrupt(operation, runId, error)),
-    onRight: ({ archivedAttempts, archivedEntries, attempts, children, entries, signals, ...run }) =>
-      Effect.succeed({
-        run,
-        entries: bySeq(entries),
-        signals: bySeq(signals),
-        attempts: attempts ?? [],
-        archivedEntries: archivedEntries ?? [],
-        archivedAttempts: archivedAttempts ?? [],
-        children: children ?? []
-      })
-  })
-}
 
 /** The first journal row of `row` that does not decode: its key when it has one. */
 const corruptEntryKey = (row: unknown): string => {
@@ -451,22 +457,22 @@ const decodeAlertEither = Schema.decodeUnknownEither(AlertRow)
  *
  * @internal
  */
-export const decodeAlerts = (operation: string) =>
-(rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<AlertRecord>, StoreError> =>
-  Effect.map(
-    Effect.forEach(rows, (row) =>
-      Either.match(decodeAlertEither(row), {
-        onLeft: (error) =>
-          Effect.fail(
-            new StoreError({
-              operation,
-              message: `alert "${rowId(row)}" has a corrupt row: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
-            })
-          ),
-        onRight: Effect.succeed
-      })),
-    (alerts) => [...alerts].sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-  )
+export const decodeAlerts =
+  (operation: string) => (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<AlertRecord>, StoreError> =>
+    Effect.map(
+      Effect.forEach(rows, (row) =>
+        Either.match(decodeAlertEither(row), {
+          onLeft: (error) =>
+            Effect.fail(
+              new StoreError({
+                operation,
+                message: `alert "${rowId(row)}" has a corrupt row: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
+              })
+            ),
+          onRight: Effect.succeed
+        })),
+      (alerts) => [...alerts].sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    )
 
 const decodeCountsEither = Schema.decodeUnknownEither(Schema.Array(CountRow))
 
@@ -484,7 +490,15 @@ export const decodeCounts = (rows: ReadonlyArray<unknown>): Effect.Effect<Readon
     onRight: (counts) =>
       Effect.succeed(
         [...counts].sort((a, b) =>
-          a.workflow < b.workflow ? -1 : a.workflow > b.workflow ? 1 : a.status < b.status ? -1 : a.status > b.status ? 1 : 0
+          a.workflow < b.workflow
+            ? -1
+            : a.workflow > b.workflow
+            ? 1
+            : a.status < b.status
+            ? -1
+            : a.status > b.status
+            ? 1
+            : 0
         )
       )
   })

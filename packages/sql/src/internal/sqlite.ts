@@ -86,12 +86,16 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       Effect.gen(function*() {
         // Inside the caller's transaction the run does not exist for anyone else until it commits:
         // it is never created claimed (a worker could not commit to it), the usual wake-up follows.
-        const claim = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection)) ? undefined : input.claim
+        const claim = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
+          ? undefined
+          : input.claim
         const inserted = yield* sql`INSERT INTO ${runs}
             (id, workflow, status, payload, runnable_at, parent_id, created_at, updated_at, epoch, lease_owner,
               lease_expires_at)
           VALUES (${input.id}, ${input.workflow}, ${claim === undefined ? "pending" : "running"}, ${input.payload},
-            ${now}, ${input.parentId ?? null}, ${now}, ${now}, ${claim === undefined ? 0 : 1}, ${claim?.workerId ?? null},
+            ${now}, ${input.parentId ?? null}, ${now}, ${now}, ${claim === undefined ? 0 : 1}, ${
+          claim?.workerId ?? null
+        },
             ${claim === undefined ? null : sql`${now} + ${claim.leaseMs}`})
           ON CONFLICT (id) DO NOTHING
           RETURNING ${columns}`
@@ -126,11 +130,11 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
               LIMIT ${request.limit}
             )
             RETURNING ${columns}`.pipe(
-            Effect.flatMap(decodeClaimed),
-            Effect.map((claimed) => [...claimed].sort(claimOrder)),
-            mapSqlError("claim"),
-            Tracing.withSpan("SqlStore.claim")
-          )
+          Effect.flatMap(decodeClaimed),
+          Effect.map((claimed) => [...claimed].sort(claimOrder)),
+          mapSqlError("claim"),
+          Tracing.withSpan("SqlStore.claim")
+        )
 
     const heartbeat: Store["heartbeat"] = (request) =>
       request.runs.length === 0
@@ -144,10 +148,10 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
               AND epoch IN (SELECT held.epoch FROM held WHERE held.id = ${runs}.id)
               AND lease_owner = ${request.workerId} AND lease_expires_at > ${now}
             RETURNING id`.pipe(
-            Effect.map((rows) => rows.map((row) => row.id)),
-            mapSqlError("heartbeat"),
-            Tracing.withSpan("SqlStore.heartbeat")
-          )
+          Effect.map((rows) => rows.map((row) => row.id)),
+          mapSqlError("heartbeat"),
+          Tracing.withSpan("SqlStore.heartbeat")
+        )
 
     const release = (runId: string, epoch: number) =>
       sql<{ readonly workflow: string }>`UPDATE ${runs} SET lease_owner = NULL, lease_expires_at = NULL
@@ -431,9 +435,10 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
 
     const list = makeList(sql, t)
 
-    const inspect: Store["inspect"] = (runId) => details("inspect", runId, true, decodeDetails("inspect", runId)).pipe(
-      Tracing.withSpan("SqlStore.inspect")
-    )
+    const inspect: Store["inspect"] = (runId) =>
+      details("inspect", runId, true, decodeDetails("inspect", runId)).pipe(
+        Tracing.withSpan("SqlStore.inspect")
+      )
 
     const retry: Store["retry"] = ({ archiveKeys, from, runId }) =>
       sql.withTransaction(Effect.gen(function*() {
@@ -571,4 +576,3 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       events: Stream.fromPubSub(pubsub)
     }
   })
-

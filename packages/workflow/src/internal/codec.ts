@@ -6,7 +6,10 @@ import * as Schema from "effect/Schema"
  * JSON text of a value encoded with its Schema. `undefined` (a `Schema.Void` result) is stored as
  * SQL NULL, so every journaled value round-trips.
  */
-export const encode = <A, I>(schema: Schema.Schema<A, I>, value: A): Effect.Effect<string | null, ParseResult.ParseError> =>
+export const encode = <A, I>(
+  schema: Schema.Schema<A, I>,
+  value: A
+): Effect.Effect<string | null, ParseResult.ParseError> =>
   Effect.map(Schema.encode(schema)(value), (encoded) => encoded === undefined ? null : JSON.stringify(encoded))
 
 /** Decodes journaled JSON text; the error is a readable message. */

@@ -214,16 +214,21 @@ export const executeRun = (options: {
         runId: run.parentId,
         name: Run.childSignal,
         signalId: `${run.id}@${run.epoch}`,
-        payload: JSON.stringify(Schema.encodeSync(Run.ChildOutcome)({
-          childId: run.id,
-          workflow: run.workflow,
-          status,
-          output: change.output ?? null,
-          error: change.error ?? null
-        }))
+        payload: JSON.stringify(
+          Schema.encodeSync(Run.ChildOutcome)({
+            childId: run.id,
+            workflow: run.workflow,
+            status,
+            output: change.output ?? null,
+            error: change.error ?? null
+          })
+        )
       }
 
-    const finish = (status: RunTransition["status"], change: Omit<RunTransition, "status" | "runnableAt" | "release">) =>
+    const finish = (
+      status: RunTransition["status"],
+      change: Omit<RunTransition, "status" | "runnableAt" | "release">
+    ) =>
       Effect.gen(function*() {
         const signal = notifyParent(status, change)
         yield* transition(state, {
@@ -245,8 +250,9 @@ export const executeRun = (options: {
           runnableAt: null
         })
         const counter = finishedCounter(status)
-        if (counter === Metrics.runsParked) yield* Metric.increment(Metrics.tagged(counter, ["workflow", run.workflow], ["status", status]))
-        else if (counter !== undefined) yield* Metric.increment(tagged(counter))
+        if (counter === Metrics.runsParked) {
+          yield* Metric.increment(Metrics.tagged(counter, ["workflow", run.workflow], ["status", status]))
+        } else if (counter !== undefined) yield* Metric.increment(tagged(counter))
         return status
       })
 
@@ -258,14 +264,14 @@ export const executeRun = (options: {
       Effect.forEach(
         [...state.openChildren.values()],
         (childId) =>
-        store.requestCancel(childId).pipe(
-          Run.retryStore(settings.storeRetry),
-          Effect.catchAll((error) =>
-            error instanceof RunNotFound // the parent crashed between the child's start marker and its creation
-              ? Effect.void
-              : Run.halt(state, { _tag: "Abandon", cause: error.message })
-          )
-        ),
+          store.requestCancel(childId).pipe(
+            Run.retryStore(settings.storeRetry),
+            Effect.catchAll((error) =>
+              error instanceof RunNotFound // the parent crashed between the child's start marker and its creation
+                ? Effect.void
+                : Run.halt(state, { _tag: "Abandon", cause: error.message })
+            )
+          ),
         { discard: true }
       )
     )
@@ -335,7 +341,11 @@ export const executeRun = (options: {
           const text = JSON.stringify(error ?? null)
           if (Codec.byteLength(text) > settings.maxValueBytes) {
             return yield* parkWith(
-              new StepDefect({ workflowId: state.runId, stepKey: "(workflow error)", message: "workflow error too large" })
+              new StepDefect({
+                workflowId: state.runId,
+                stepKey: "(workflow error)",
+                message: "workflow error too large"
+              })
             )
           }
           return yield* compensate({ _tag: "Failure", error })
@@ -414,7 +424,11 @@ export const executeRun = (options: {
     if (payload._tag === "Left") {
       return yield* settle(
         parkWith(
-          new JournalDecodeError({ workflowId: run.id, stepKey: "(payload)", message: `payload no longer decodes: ${payload.left}` })
+          new JournalDecodeError({
+            workflowId: run.id,
+            stepKey: "(payload)",
+            message: `payload no longer decodes: ${payload.left}`
+          })
         )
       )
     }
@@ -438,7 +452,11 @@ export const executeRun = (options: {
     return yield* settle(Effect.flatMap(body, afterBody))
   }).pipe(
     Tracing.withSpan("memento.run", {
-      attributes: { "workflow.id": options.run.id, "workflow.name": options.run.workflow, "run.epoch": options.run.epoch },
+      attributes: {
+        "workflow.id": options.run.id,
+        "workflow.name": options.run.workflow,
+        "run.epoch": options.run.epoch
+      },
       captureStackTrace: false
     }),
     Effect.annotateLogs({ "workflow.id": options.run.id, "workflow.name": options.run.workflow }),

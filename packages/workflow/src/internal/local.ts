@@ -105,7 +105,7 @@ export const wait = (store: object, runId: string, waiter: Waiter): () => void =
 
 const open = (local: Local, runId: string): void => {
   const set = local.waiters.get(runId)
-  if (set !== undefined) for (const waiter of set) waiter.latch.unsafeOpen()
+  if (set !== undefined) { for (const waiter of set) waiter.latch.unsafeOpen() }
 }
 
 /**

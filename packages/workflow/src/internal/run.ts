@@ -1,5 +1,4 @@
-import type { Fiber } from "effect"
-import * as Clock from "effect/Clock"
+import type { Clock, Fiber } from "effect"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -17,7 +16,7 @@ import type {
   RunTransition,
   SignalRecord
 } from "../WorkflowStore.js"
-import { WorkflowStore } from "../WorkflowStore.js"
+import type { WorkflowStore } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 
 /**
@@ -247,19 +246,20 @@ export const withCreate = <A, E, R>(
  * path builds no schedule driver: the retry machinery is set up at the first failure, which then
  * goes through the schedule like any other (same delays as `Effect.retry`).
  */
-export const retryStore = (schedule: Settings["storeRetry"]) =>
-<A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.catchIf(effect, (error) => error._tag === "StoreError", (first) => {
-    let replayFirst = true
-    return Effect.retry(
-      Effect.suspend(() => {
-        if (!replayFirst) return effect
-        replayFirst = false
-        return Effect.fail(first)
-      }),
-      { schedule, while: (error) => error._tag === "StoreError" }
-    )
-  })
+export const retryStore =
+  (schedule: Settings["storeRetry"]) =>
+  <A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.catchIf(effect, (error) => error._tag === "StoreError", (first) => {
+      let replayFirst = true
+      return Effect.retry(
+        Effect.suspend(() => {
+          if (!replayFirst) return effect
+          replayFirst = false
+          return Effect.fail(first)
+        }),
+        { schedule, while: (error) => error._tag === "StoreError" }
+      )
+    })
 
 /** Stops the current phase of the run; the first reason wins. Never returns. */
 export const halt = (state: RunState, reason: StopReason): Effect.Effect<never> =>
@@ -283,9 +283,7 @@ const crash = (state: RunState, point: CrashPoint, key: string): Effect.Effect<n
 
 /** Abandons the run as if its process died (testing kit), when the hook says so. */
 export const crashPoint = (state: RunState, point: CrashPoint, key: string): Effect.Effect<void> =>
-  Effect.suspend(() =>
-    state.hooks.crashAt(point, key) ? crash(state, point, key) : Effect.void
-  )
+  Effect.suspend(() => state.hooks.crashAt(point, key) ? crash(state, point, key) : Effect.void)
 
 /** The key of the next occurrence of `name` in this run: `name`, `name#2`, `name#3`, ... */
 export const nextKey = (state: RunState, name: string): string => {
@@ -351,18 +349,20 @@ export const settle = (state: RunState): Effect.Effect<JournalEntry | undefined>
  * runs.
  */
 export const checkFrontier = (state: RunState, requested: string | null): Effect.Effect<void> =>
-  state.unconsumed <= 0 ? reachFrontier(state, requested) : Effect.flatMap(settle(state), (first) =>
-    first === undefined ? reachFrontier(state, requested) : park(
-      state,
-      new JournalMismatch({
-        workflowId: state.runId,
-        stepKey: first.key,
-        requested,
-        reason: requested === null
-          ? "is in the journal but the code finished without replaying it (removed or renamed?)"
-          : "is in the journal but the code asked for new work before replaying it (renamed, removed or reordered?)"
-      })
-    ))
+  state.unconsumed <= 0 ?
+    reachFrontier(state, requested) :
+    Effect.flatMap(settle(state), (first) =>
+      first === undefined ? reachFrontier(state, requested) : park(
+        state,
+        new JournalMismatch({
+          workflowId: state.runId,
+          stepKey: first.key,
+          requested,
+          reason: requested === null
+            ? "is in the journal but the code finished without replaying it (removed or renamed?)"
+            : "is in the journal but the code asked for new work before replaying it (renamed, removed or reordered?)"
+        })
+      ))
 
 const reachFrontier = (state: RunState, requested: string | null): Effect.Effect<void> =>
   Effect.sync(() => {
@@ -573,7 +573,11 @@ export const decode = <A, I>(
     Effect.catchAll((error) =>
       park(
         state,
-        new JournalDecodeError({ workflowId: state.runId, stepKey, message: `journaled ${what} no longer decodes: ${error}` })
+        new JournalDecodeError({
+          workflowId: state.runId,
+          stepKey,
+          message: `journaled ${what} no longer decodes: ${error}`
+        })
       )
     )
   )
@@ -591,18 +595,20 @@ export const entry = (
 /** The run's signals, read from the store when the journal load was skipped. */
 export const loadSignals = (state: RunState): Effect.Effect<void> =>
   state.signalsLoaded ? Effect.void : state.create !== undefined
-  // a run not stored yet has no signals (a signal to an unknown run ID is refused); one that
-  // arrives after its create committed wakes the run when it waits (`signalSeenSeq`)
-  ? Effect.void
-  : state.store.load(state.runId).pipe(
-    retryStore(state.settings.storeRetry),
-    Effect.matchEffect({
-      onFailure: (error) =>
-        error._tag === "JournalDecodeError" ? park(state, error) : halt(state, { _tag: "Abandon", cause: error.message }),
-      onSuccess: (snapshot) =>
-        Effect.sync(() => {
-          state.signals = snapshot.signals
-          state.signalsLoaded = true
-        })
-    })
-  )
+    // a run not stored yet has no signals (a signal to an unknown run ID is refused); one that
+    // arrives after its create committed wakes the run when it waits (`signalSeenSeq`)
+    ? Effect.void
+    : state.store.load(state.runId).pipe(
+      retryStore(state.settings.storeRetry),
+      Effect.matchEffect({
+        onFailure: (error) =>
+          error._tag === "JournalDecodeError"
+            ? park(state, error)
+            : halt(state, { _tag: "Abandon", cause: error.message }),
+        onSuccess: (snapshot) =>
+          Effect.sync(() => {
+            state.signals = snapshot.signals
+            state.signalsLoaded = true
+          })
+      })
+    )

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto"
 import type { Schedule, Schema } from "effect"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -8,13 +7,26 @@ import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Sched from "effect/Schedule"
+import { createHash } from "node:crypto"
 import * as Metrics from "../Metrics.js"
 import * as Tracing from "../Tracing.js"
 import { StepDefect, StepTimeout } from "../WorkflowError.js"
 import type { AttemptRecord, JournalEntry } from "../WorkflowStore.js"
 import * as Codec from "./codec.js"
 import type { RunState } from "./run.js"
-import { abandon, afterJournal, buffer, confirmLease, crashPoint, encode, entry, flush, halt, now, park } from "./run.js"
+import {
+  abandon,
+  afterJournal,
+  buffer,
+  confirmLease,
+  crashPoint,
+  encode,
+  entry,
+  flush,
+  halt,
+  now,
+  park
+} from "./run.js"
 
 /** What a step attempt can read about itself. */
 export interface StepInfo {
@@ -114,7 +126,16 @@ export const execute = <A, E, R>(
         })
       ) as Effect.Effect<A, E, Exclude<R, StepContext>>
       const succeeded = (output: string | null, endedAt: number): JournalEntry =>
-        entry({ key, seq, kind: spec.kind, status: "succeeded", output, attempts: attempt, startedAt, completedAt: endedAt })
+        entry({
+          key,
+          seq,
+          kind: spec.kind,
+          status: "succeeded",
+          output,
+          attempts: attempt,
+          startedAt,
+          completedAt: endedAt
+        })
 
       let cause: Cause.Cause<E>
       if (spec.kind === "transaction") {
@@ -203,7 +224,16 @@ export const execute = <A, E, R>(
       if (spec.journalFailure) {
         const encoded = yield* encode(state, spec.error, error, `error of step "${key}"`, key)
         buffer(state, [
-          entry({ key, seq, kind: spec.kind, status: "failed", error: encoded, attempts: attempt, startedAt, completedAt: endedAt })
+          entry({
+            key,
+            seq,
+            kind: spec.kind,
+            status: "failed",
+            error: encoded,
+            attempts: attempt,
+            startedAt,
+            completedAt: endedAt
+          })
         ])
       }
       return yield* Effect.fail(error)
