@@ -47,8 +47,8 @@ describe("fault: kill -9", () => {
             yield* client.start(FiveSteps, { n: i, maxDelayMs: 300 }, { id })
           }), { discard: true }).pipe(Effect.fork)
 
-        // each worker is killed -9 at a random moment 0.3-1.5 s after it started serving, and replaced:
-        // the kill rate follows how fast this machine starts workers
+        // each worker is due for kill -9 at a random moment 0.3-1.5 s after it started serving, and is
+        // replaced: the kill rate follows how fast this machine starts workers
         const lifetimes = new Map<string, number>()
         let killsHoldingRuns = 0
         const unfinished = Effect.map(statusCounts(sql, FiveSteps.name), (counts) => runs - (counts.succeeded ?? 0))
@@ -69,12 +69,21 @@ describe("fault: kill -9", () => {
             }
           }
           if (due.length === 0) continue
-          const victim = due[yield* Random.nextIntBetween(0, due.length)]
-          const [{ held }] = yield* Effect.orDie(sql<{ readonly held: number }>`SELECT count(*)::int AS held
-          FROM memento_runs WHERE lease_owner = ${victim.workerId}`)
+          // a worker in the middle of runs, preferably: one holding none is killed only once it has been
+          // due for a second (on a busy machine, workers take longer to claim after they start)
+          const rows = yield* Effect.orDie(sql<{ readonly owner: string; readonly held: number }>`SELECT
+              lease_owner AS owner, count(*)::int AS held FROM memento_runs
+              WHERE lease_owner IN ${sql.in(due.map((worker) => worker.workerId))} GROUP BY lease_owner`)
+          const held = new Map(rows.map((row) => [row.owner, row.held]))
+          const holding = due.filter((worker) => (held.get(worker.workerId) ?? 0) > 0)
+          const candidates = holding.length > 0 ?
+            holding :
+            due.filter((worker) => Date.now() - worker.readyAt! >= lifetimes.get(worker.workerId)! + 1_000)
+          if (candidates.length === 0) continue
+          const victim = candidates[yield* Random.nextIntBetween(0, candidates.length)]
           yield* fleet.stop(victim, "SIGKILL")
           kills++
-          if (held > 0) killsHoldingRuns++
+          if ((held.get(victim.workerId) ?? 0) > 0) killsHoldingRuns++
           spawn()
         }
         yield* Effect.orDie(creating.await)
