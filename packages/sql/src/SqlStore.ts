@@ -174,11 +174,21 @@ export interface SqliteOptions extends Options {
   readonly filename: string
   /** How long a write waits for a lock held by another connection (default 5000 ms). */
   readonly busyTimeoutMs?: number | undefined
+  /**
+   * When a commit is on disk (`PRAGMA synchronous`). `"full"` (the default) syncs the write-ahead log
+   * at every commit, so what a commit wrote (a journaled step, a created run, a stored HTTP
+   * response) survives a power loss or an operating-system crash. `"normal"` syncs only at
+   * checkpoints: commits are faster and still survive a crash of the process (kill -9), but the
+   * last ones can be lost with the machine, and with them the record that a step or a request was
+   * already done. (better-sqlite3 defaults to `"normal"` in WAL mode.)
+   */
+  readonly synchronous?: "full" | "normal" | undefined
 }
 
 /**
- * A SQLite store in one file, in WAL mode with a busy timeout, with its own `SqliteClient`, which it
- * also provides. For one process. Needs `@effect/sql-sqlite-node` installed.
+ * A SQLite store in one file, in WAL mode with a busy timeout and every commit synced to disk
+ * (`synchronous`), with its own `SqliteClient`, which it also provides. For one process. Needs
+ * `@effect/sql-sqlite-node` installed.
  *
  * @since 0.1.0
  * @category layers
@@ -186,10 +196,11 @@ export interface SqliteOptions extends Options {
 export const layerSqlite = (
   options: SqliteOptions
 ): Layer.Layer<WorkflowStore | SqlClient.SqlClient | SqliteClient.SqliteClient, SqlError | MigrationError> => {
-  const { busyTimeoutMs = 5_000, filename, migrate, tablePrefix } = options
+  const { busyTimeoutMs = 5_000, filename, migrate, synchronous = "full", tablePrefix } = options
   const pragmas = Layer.effectDiscard(Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql.unsafe(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`)
+    yield* sql.unsafe(`PRAGMA synchronous = ${synchronous === "normal" ? "NORMAL" : "FULL"}`)
     yield* sql.unsafe("PRAGMA foreign_keys = ON")
   }))
   return Layer.unwrapEffect(

@@ -76,6 +76,20 @@ describe("SqlStore on SQLite", () => {
       assert.deepStrictEqual(reopened.entries.map((e) => e.key), ["a"])
     }))
 
+  it.scopedLive("every commit is synced to disk unless `synchronous: \"normal\"` asks for speed instead", () =>
+    Effect.gen(function*() {
+      // better-sqlite3 itself defaults to NORMAL in WAL mode: commits could be lost with the machine
+      const synchronous = (options: Partial<SqlStore.SqliteOptions>) =>
+        Effect.scoped(Effect.gen(function*() {
+          const { sql } = yield* build(SqlStore.layerSqlite({ filename: tempSqliteFile(), ...options }))
+          const [row] = yield* sql<{ synchronous: number }>`PRAGMA synchronous`
+          return row.synchronous
+        }))
+      assert.strictEqual(yield* synchronous({}), 2, "FULL by default")
+      assert.strictEqual(yield* synchronous({ synchronous: "full" }), 2)
+      assert.strictEqual(yield* synchronous({ synchronous: "normal" }), 1)
+    }))
+
   it.scopedLive("hot statements are served by indexes", () =>
     Effect.gen(function*() {
       const { sql, store } = yield* build(SqlStore.layerSqlite({ filename: tempSqliteFile() }))
