@@ -6,8 +6,9 @@
  * Environment: DATABASE_URL (else embedded Postgres), BENCH_SEQ (500), BENCH_CONC (2000),
  * BENCH_INFLIGHT (50), BENCH_POOL (pool size; default BENCH_INFLIGHT, so that 50 raw INSERTs really
  * are in flight at once), BENCH_BLOCKS (4: raw and Memento alternate in this many blocks),
- * BENCH_WAKES (samples per wake kind, 100), BENCH_OUT (results file; `-` to skip writing),
- * BENCH_TRACE (log per-statement timings).
+ * BENCH_WAKES (samples per wake kind, 100), BENCH_SQLITE_SEQ (300) and BENCH_SQLITE_CONC (1000): the
+ * same workload on SQLite, with and without synced commits (`0` skips it), BENCH_OUT (results file;
+ * `-` to skip writing), BENCH_TRACE (log per-statement timings).
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -20,6 +21,8 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { countingPool } from "./counting.js"
 import { startPostgres } from "./postgres.js"
+import type { SqliteResults } from "./sqlite.js"
+import { sqliteBench, sqliteReport } from "./sqlite.js"
 import { fmt, median, percentile, table } from "./stats.js"
 import { Long, LongLive, replayMarks, Sleepy, SleepyLive, Three, ThreeLive, Waiter, WaiterLive } from "./workflows.js"
 
@@ -35,6 +38,8 @@ const POOL = int("BENCH_POOL", INFLIGHT)
 const BLOCKS = int("BENCH_BLOCKS", 4)
 const WAKES = int("BENCH_WAKES", 100)
 const REPLAY_STEPS = int("BENCH_REPLAY_STEPS", 1000)
+const SQLITE_SEQ = process.env.BENCH_SQLITE_SEQ === "0" ? 0 : int("BENCH_SQLITE_SEQ", 300)
+const SQLITE_CONC = process.env.BENCH_SQLITE_CONC === "0" ? 0 : int("BENCH_SQLITE_CONC", 1000)
 const REPLAY_SIGNALS = 10
 const SLEEP_MS = 200
 const WORKER_CONCURRENCY = Math.max(INFLIGHT, 10)
@@ -304,7 +309,7 @@ const program = (counter: Counter, marks: Marks, embedded: boolean) =>
 
 type Results = Effect.Effect.Success<ReturnType<typeof program>>
 
-const report = (r: Results): string => {
+const report = (r: Results, sqlite: SqliteResults | undefined): string => {
   const cpu = cpus()
   const rate = (p: Phase) => p.n / (p.elapsedMs / 1000)
   const perUnit = (p: Phase) => total(p.counts) / p.n
@@ -424,6 +429,7 @@ const report = (r: Results): string => {
     `The ${REPLAY_STEPS}-step run's first execution (not counted above) took ${fmt(r.replay.firstExecutionMs, 0)} ms.`,
     `Sleeps: ${WAKES} runs sleeping ${SLEEP_MS} ms, started 25 ms apart; signals: one run at a time, sent once it waits.`,
     "",
+    ...(sqlite === undefined ? [] : [sqliteReport(sqlite)]),
     "## Targets",
     "",
     targets,
@@ -471,7 +477,10 @@ const main = async () => {
     const results = await Effect.runPromise(
       program(counter, marks, pg.embedded).pipe(Effect.provide(AppLive), Effect.scoped)
     )
-    const text = report(results)
+    const sqlite = SQLITE_SEQ > 0 && SQLITE_CONC > 0
+      ? await sqliteBench({ seq: SQLITE_SEQ, conc: SQLITE_CONC, inFlight: INFLIGHT, blocks: 2, log })
+      : undefined
+    const text = report(results, sqlite)
     console.log(text)
     if (out !== "-") {
       writeFileSync(out, text)
