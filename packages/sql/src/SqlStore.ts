@@ -79,7 +79,9 @@ export const migrate: (
 /**
  * Builds the store on the `SqlClient` in context, after applying its migrations. The dialect
  * (Postgres or SQLite) is the client's. On Postgres, `events` listens on a connection of its own
- * while someone subscribes (when the client is a `PgClient`; otherwise workers only poll).
+ * while someone subscribes (when the client is a `PgClient`; otherwise workers only poll), and a
+ * warning is logged when the server has `fsync` or `synchronous_commit` off: it may then lose
+ * commits it acknowledged.
  *
  * @since 0.1.0
  * @category constructors
@@ -95,12 +97,15 @@ export const make: (
   const sql = client.withoutTransforms()
   return yield* client.onDialectOrElse({
     pg: () =>
-      Effect.flatMap(
-        Option.match(pgConfig(client), {
-          onNone: () => Effect.succeed(Stream.never),
-          onSome: (config) => makePgEvents(config, tables.channel)
-        }),
-        (events) => Pg.make(sql, tables, events, { prepare: options?.preparedStatements !== false })
+      Effect.zipRight(
+        Pg.warnIfNotDurable(sql),
+        Effect.flatMap(
+          Option.match(pgConfig(client), {
+            onNone: () => Effect.succeed(Stream.never),
+            onSome: (config) => makePgEvents(config, tables.channel)
+          }),
+          (events) => Pg.make(sql, tables, events, { prepare: options?.preparedStatements !== false })
+        )
       ),
     sqlite: () => Sqlite.make(sql, tables),
     orElse: () => Effect.dieMessage("SqlStore supports Postgres and SQLite only")

@@ -10,7 +10,7 @@ import { SqlStore } from "@memento/sql"
 import { JournalDecodeError, LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
 import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
-import { ConfigProvider, Context, Deferred, Effect, Either, Fiber, Layer, Option, Stream } from "effect"
+import { ConfigProvider, Context, Deferred, Effect, Either, Fiber, Layer, List, Logger, Option, Stream } from "effect"
 import { countingPgClient, freshDatabase, pgClient } from "./utils/database.js"
 import { claimedCreateInTransaction } from "./utils/transactions.js"
 
@@ -508,6 +508,32 @@ describe("SqlStore on Postgres", () => {
         Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["DATABASE_URL", database]])))
       )
       assert.isFalse((yield* fromConfig.store.create({ id: "a", workflow: "wf", payload: "{}" })).created)
+    }))
+
+  it.scopedLive("warns when the server may lose acknowledged commits (synchronous_commit off), not otherwise", () =>
+    Effect.gen(function*() {
+      const warningsOn = (database: string) =>
+        Effect.gen(function*() {
+          const warnings: Array<string> = []
+          const logger = Logger.replace(
+            Logger.defaultLogger,
+            Logger.make(({ logLevel, message }) => {
+              if (logLevel._tag === "Warning") {
+                warnings.push((List.isList(message) ? List.toArray(message) : [message]).map(String).join(" "))
+              }
+            })
+          )
+          yield* build(SqlStore.layerPg({ url: database, maxConnections: 2 })).pipe(Effect.provide(logger))
+          return warnings
+        })
+      assert.deepStrictEqual(yield* warningsOn(url), [])
+      const lossy = yield* Effect.promise(() => freshDatabase())
+      const { sql } = yield* build(SqlStore.layer().pipe(Layer.provideMerge(pgClient(lossy, { maxConnections: 1 }))))
+      const [{ name }] = yield* sql<{ readonly name: string }>`SELECT current_database() AS name`
+      yield* sql.unsafe(`ALTER DATABASE "${name}" SET synchronous_commit = off`)
+      const warnings = yield* warningsOn(lossy)
+      assert.strictEqual(warnings.length, 1, warnings.join("\n"))
+      assert.include(warnings[0], "synchronous_commit is off")
     }))
 })
 

@@ -98,6 +98,33 @@ interface CommitOutcome {
 }
 
 /**
+ * Logs a warning when the server may lose commits it acknowledged: `fsync` off (a crash of the
+ * machine can lose or corrupt committed data) or `synchronous_commit` off (a crash of the server
+ * can lose the last commits). The journal relies on an acknowledged commit staying: a lost step
+ * result runs the step again, a lost start or finish is forgotten.
+ *
+ * @internal
+ */
+export const warnIfNotDurable = (sql: SqlClient.SqlClient): Effect.Effect<void> =>
+  sql<{ readonly fsync: string; readonly synchronous_commit: string }>`SELECT current_setting('fsync') AS fsync,
+    current_setting('synchronous_commit') AS synchronous_commit`.pipe(
+    Effect.flatMap(([row]) => {
+      const problems = [
+        ...(row.fsync === "off" ? ["fsync is off: a crash of the machine can lose or corrupt committed data"] : []),
+        ...(row.synchronous_commit === "off"
+          ? ["synchronous_commit is off: a crash of the server can lose the last commits it acknowledged"]
+          : [])
+      ]
+      return problems.length === 0 ? Effect.void : Effect.logWarning(
+        `SqlStore: this Postgres may lose commits it acknowledged (${problems.join("; ")}). A lost journal ` +
+          "write runs its step again; a lost start or finish is forgotten. Turn them on for the database or " +
+          "role Memento uses."
+      )
+    }),
+    Effect.catchAll((error) => Effect.logDebug("SqlStore: could not read fsync and synchronous_commit", error))
+  )
+
+/**
  * The Postgres store. Every operation is one statement on the happy path; notifications are sent
  * with `pg_notify` inside the statement that changes the run, so they cost no round trip and are
  * delivered only if it commits.
