@@ -9,7 +9,7 @@ import { SqlStore } from "@memento/sql"
 import { Step, Workflow, WorkflowClient } from "@memento/workflow"
 import { Context, Data, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { execFile, spawn } from "node:child_process"
-import { existsSync } from "node:fs"
+import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { freshDatabase, pgClient, sqliteClient, tempSqliteFile } from "../../sql/test/utils/database.js"
 import { ns, startWorker } from "../../sql/test/utils/engine.js"
@@ -672,5 +672,20 @@ describe("memento on SQLite", () => {
         id,
         "compensated"
       ]])
+    }))
+
+  it.live("--sqlite FILE that is not a database: one line naming the file, exit 1, the file untouched", () =>
+    Effect.gen(function*() {
+      const file = tempSqliteFile()
+      writeFileSync(file, "a shopping list, not a database\n")
+      for (const command of [["list"], ["migrate"]]) {
+        const result = yield* memento(null, ...command, "--sqlite", file)
+        expectCode(result, 1, `${command[0]} --sqlite on a text file`)
+        assert.strictEqual(
+          result.stderr.trim(),
+          `memento: SqlError: cannot open the SQLite file ${file}: file is not a database`
+        )
+      }
+      assert.strictEqual(readFileSync(file, "utf8"), "a shopping list, not a database\n")
     }))
 })

@@ -20,9 +20,10 @@ import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import type { MigrationError } from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
 import type { ConfigError, Scope } from "effect"
+import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -191,6 +192,17 @@ export interface SqliteOptions extends Options {
 }
 
 /**
+ * The client's layer, with a file that cannot be opened as a database (not a SQLite file, a folder,
+ * no permission) failing with a `SqlError` that names it: better-sqlite3 throws while the client is
+ * made, which would otherwise be a defect.
+ */
+const openSqlite = <A, E>(client: Layer.Layer<A, E>, filename: string): Layer.Layer<A, SqlError> =>
+  Layer.catchAllCause(client, (cause) => {
+    if (Cause.isInterruptedOnly(cause)) return Layer.failCause(cause as Cause.Cause<never>)
+    return Layer.fail(new SqlError({ cause: Cause.squash(cause), message: `cannot open the SQLite file ${filename}` }))
+  })
+
+/**
  * A SQLite store in one file, in WAL mode with a busy timeout and every commit synced to disk
  * (`synchronous`), with its own `SqliteClient`, which it also provides. For one process. Needs
  * `@effect/sql-sqlite-node` installed.
@@ -213,7 +225,9 @@ export const layerSqlite = (
       Effect.promise(() => import("@effect/sql-sqlite-node/SqliteClient")),
       (SqliteClientModule) =>
         layer({ migrate, tablePrefix }).pipe(
-          Layer.provideMerge(pragmas.pipe(Layer.provideMerge(Layer.orDie(SqliteClientModule.layer({ filename })))))
+          Layer.provideMerge(
+            pragmas.pipe(Layer.provideMerge(openSqlite(SqliteClientModule.layer({ filename }), filename)))
+          )
         )
     )
   )

@@ -3,13 +3,15 @@
  * migrations with a custom prefix, `transaction` atomicity with the user's SQL, corrupt rows.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Statement from "@effect/sql/Statement"
 import { assert, describe, it } from "@effect/vitest"
 import { SqlStore } from "@memento/sql"
 import { JournalDecodeError, LeaseLost, StoreError } from "@memento/workflow/WorkflowError"
 import type { Commit, JournalEntry, RunRecord } from "@memento/workflow/WorkflowStore"
 import { WorkflowStore } from "@memento/workflow/WorkflowStore"
-import { Context, Effect, Layer, Option } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Option } from "effect"
+import { readFileSync, writeFileSync } from "node:fs"
 import { tempSqliteFile } from "./utils/database.js"
 import { claimedCreateInTransaction } from "./utils/transactions.js"
 
@@ -88,6 +90,25 @@ describe("SqlStore on SQLite", () => {
       assert.strictEqual(yield* synchronous({}), 2, "FULL by default")
       assert.strictEqual(yield* synchronous({ synchronous: "full" }), 2)
       assert.strictEqual(yield* synchronous({ synchronous: "normal" }), 1)
+    }))
+
+  it.scopedLive("a file that is not a SQLite database fails with a SqlError naming it, not a defect", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      writeFileSync(filename, "these are not the pages of a database ".repeat(200))
+      const exit = yield* Effect.exit(Effect.scoped(build(SqlStore.layerSqlite({ filename }))))
+      assert.isTrue(Exit.isFailure(exit))
+      const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+      assert.isTrue(
+        Option.isSome(failure),
+        `a typed failure, got ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`
+      )
+      const error = Option.getOrThrow(failure)
+      assert.instanceOf(error, SqlError)
+      assert.strictEqual(error.message, `cannot open the SQLite file ${filename}`)
+      assert.match(String((error.cause as Error).message), /not a database/)
+      // nothing was written over the file
+      assert.match(readFileSync(filename, "utf8"), /^these are not the pages/)
     }))
 
   it.scopedLive("hot statements are served by indexes", () =>
