@@ -18,6 +18,7 @@ import {
   runError,
   settings,
   settle,
+  sharedStore,
   startWorker,
   successOf,
   testEnv,
@@ -75,15 +76,7 @@ describe("lease fencing in the engine (guarantee 5)", () => {
           })
         ).pipe(Layer.provide(Layer.succeed(WorkerName, name)))
 
-      const store = yield* MemoryStore.make
-      const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
-      const inStore = <A, E>(
-        effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>
-      ) =>
-        effect.pipe(
-          Effect.provideService(WorkflowStore.WorkflowStore, store),
-          Effect.provideService(WorkflowClient.WorkflowClient, client)
-        )
+      const { client, provide: inStore } = yield* sharedStore
 
       // ... and sends no heartbeats meanwhile.
       const a = yield* inStore(startWorker({
@@ -146,16 +139,9 @@ describe("lease fencing in the engine (guarantee 5)", () => {
             })
           )
         )
-      const store = yield* MemoryStore.make
-      const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
-      const inStore = <A, E>(
-        effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>
-      ) =>
-        effect.pipe(
-          Effect.provideService(WorkflowStore.WorkflowStore, store),
-          Effect.provideService(WorkflowClient.WorkflowClient, client),
-          Effect.provide(logger)
-        )
+      const shared = yield* sharedStore
+      const { client } = shared
+      const inStore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(shared.provide(effect), logger)
       const a = yield* inStore(startWorker({
         workflows: [W],
         implementations: implementation("A"),

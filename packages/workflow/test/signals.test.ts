@@ -4,9 +4,19 @@
  * timeouts are typed, and cancelling a suspended run compensates it.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
+import { Step, Workflow, WorkflowClient, WorkflowError } from "@memento/workflow"
 import { Clock, Deferred, Effect, Exit, Layer, Schema, Scope, TestClock } from "effect"
-import { awaitStatus, failureOf, Recorder, resultOf, settle, startWorker, successOf, testEnv } from "./utils.js"
+import {
+  awaitStatus,
+  failureOf,
+  Recorder,
+  resultOf,
+  settle,
+  sharedStore,
+  startWorker,
+  successOf,
+  testEnv
+} from "./utils.js"
 
 const hour = 3_600_000
 
@@ -85,15 +95,7 @@ describe("durable sleep (guarantee 8)", () => {
     const recorder = new Recorder()
     const { implementations, Sleeper } = sleeper(recorder)
     return Effect.gen(function*() {
-      const store = yield* MemoryStore.make
-      const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
-      const provide = <A, E>(
-        effect: Effect.Effect<A, E, WorkflowStore.WorkflowStore | WorkflowClient.WorkflowClient>
-      ) =>
-        effect.pipe(
-          Effect.provideService(WorkflowStore.WorkflowStore, store),
-          Effect.provideService(WorkflowClient.WorkflowClient, client)
-        )
+      const { client, provide } = yield* sharedStore
       const first = yield* provide(startWorker({ workflows: [Sleeper], implementations, settings: slow }))
       const { id } = yield* client.start(Sleeper, undefined, { id: "sleeper-2" })
       yield* provide(awaitStatus(id, "sleeping"))

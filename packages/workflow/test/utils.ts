@@ -4,10 +4,10 @@
  * test clock instead of sleeping.
  */
 import { assert } from "@effect/vitest"
-import type { Workflow, WorkflowStore } from "@memento/workflow"
-import { MemoryStore, Worker, WorkflowClient, WorkflowConfig } from "@memento/workflow"
+import type { Workflow } from "@memento/workflow"
+import { MemoryStore, Worker, WorkflowClient, WorkflowConfig, WorkflowStore } from "@memento/workflow"
 import type { Exit } from "effect"
-import { Effect, Fiber, Layer, Option, Scope, TestClock } from "effect"
+import { Context, Effect, Fiber, Layer, Option, Scope, TestClock } from "effect"
 import type { CrashPoint } from "../src/internal/run.js"
 import { Hooks } from "../src/internal/run.js"
 
@@ -106,6 +106,20 @@ export const testEnv = <const W extends ReadonlyArray<Workflow.Any>>(options: {
     Layer.provideMerge(MemoryStore.layer),
     Layer.provideMerge(WorkflowConfig.layer({ ...settings, ...options.settings }))
   )
+
+/**
+ * One MemoryStore and a client on it, for tests that start several workers against one store
+ * (`startWorker`): `provide` gives an effect both.
+ */
+export const sharedStore = Effect.gen(function*() {
+  const store = yield* MemoryStore.make
+  const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
+  const services = Context.make(WorkflowStore.WorkflowStore, store).pipe(
+    Context.add(WorkflowClient.WorkflowClient, client)
+  )
+  const provide = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(effect, services)
+  return { store, client, provide }
+})
 
 /**
  * Starts a worker in its own scope (for tests that run several workers, one after another or

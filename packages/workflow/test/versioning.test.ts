@@ -5,7 +5,8 @@
  * runs take different paths.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryStore, Step, Workflow, WorkflowClient, WorkflowError, WorkflowStore } from "@memento/workflow"
+import type { WorkflowClient, WorkflowStore } from "@memento/workflow"
+import { Step, Workflow, WorkflowError } from "@memento/workflow"
 import type { Layer } from "effect"
 import { Effect, Exit, Schema, Scope } from "effect"
 import type { CrashSpec } from "./utils.js"
@@ -18,6 +19,7 @@ import {
   resultOf,
   runError,
   settle,
+  sharedStore,
   startWorker,
   successOf
 } from "./utils.js"
@@ -47,8 +49,7 @@ const deploy = <A, E>(
   }) => Effect.Effect<A, E, WorkflowClient.WorkflowClient | WorkflowStore.WorkflowStore>
 ) =>
   Effect.gen(function*() {
-    const store = yield* MemoryStore.make
-    const client = yield* WorkflowClient.make.pipe(Effect.provideService(WorkflowStore.WorkflowStore, store))
+    const { client, provide } = yield* sharedStore
     const workers: Array<Scope.CloseableScope> = []
     const run = (implementations: Layer.Layer<Workflow.HandlerOf<typeof W>>, crash?: CrashSpec) =>
       startWorker({
@@ -56,9 +57,7 @@ const deploy = <A, E>(
         implementations,
         hooks: crash === undefined ? undefined : crashes(crash).hooks
       }).pipe(Effect.tap((scope) => Effect.sync(() => workers.push(scope))))
-    return yield* test({ client, run }).pipe(
-      Effect.provideService(WorkflowStore.WorkflowStore, store),
-      Effect.provideService(WorkflowClient.WorkflowClient, client),
+    return yield* provide(test({ client, run })).pipe(
       Effect.ensuring(Effect.forEach(workers, (scope) => Scope.close(scope, Exit.void), { discard: true }))
     )
   })
