@@ -86,7 +86,8 @@ export const execute = <A, E, R>(
     })
     while (true) {
       attempt++
-      const attemptStart = now(state)
+      // the first attempt starts when the entry does (a store may keep that attempt in the entry)
+      const attemptStart = attempt === 1 ? startedAt : now(state)
       const running: AttemptRecord = {
         key,
         attempt,
