@@ -840,6 +840,123 @@ export const storeSuite = (
       }))
 
     // ---------------------------------------------------------------------------------------------
+    // the execution log: what each commit wrote, whatever the store keeps in which table
+    // ---------------------------------------------------------------------------------------------
+
+    /** The record of a first attempt that says what its entry says (as the engine writes it). */
+    const firstAttempt = (e: JournalEntry): AttemptRecord => ({
+      key: e.key,
+      attempt: 1,
+      outcome: e.status === "succeeded" ? "succeeded" : "running",
+      error: null,
+      startedAt: e.startedAt,
+      endedAt: e.completedAt
+    })
+
+    it.effect("a step that succeeds at its first attempt: the log shows it running, then succeeded", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const run = yield* claimedRun(store)
+        const started = [entry("a", 1, "started"), entry("child", 2, "started", { kind: "child" })]
+        yield* store.commit(commitOf(run, { entries: started, attempts: started.map(firstAttempt) }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, started.map(firstAttempt))
+
+        const done = [
+          entry("a", 1, "succeeded"),
+          entry("child", 2, "succeeded", { kind: "child" }),
+          entry("tx", 3, "succeeded", { kind: "transaction" }),
+          entry("nap", 4, "succeeded", { kind: "sleep" })
+        ]
+        yield* store.commit(commitOf(run, { entries: done, attempts: done.slice(0, 3).map(firstAttempt) }))
+        const details = yield* store.inspect(run.id)
+        assert.deepStrictEqual(details.entries, done)
+        // the sleep has no attempts: none were written for it
+        assert.deepStrictEqual(details.attempts, done.slice(0, 3).map(firstAttempt))
+      }))
+
+    it.effect("an attempt whose worker died stays running next to the attempts after it", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const run = yield* claimedRun(store)
+        const first = entry("a", 1, "started")
+        yield* store.commit(commitOf(run, { entries: [first], attempts: [firstAttempt(first)] }))
+        // a replay starts attempt 2 of the entry (the first attempt's worker died)
+        const second = attempt("a", 2, { startedAt: 1_500 })
+        yield* store.commit(commitOf(run, { entries: [entry("a", 1, "started", { attempts: 2 })], attempts: [second] }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, [firstAttempt(first), second])
+        const done = attempt("a", 2, { startedAt: 1_500, outcome: "succeeded", endedAt: 1_600 })
+        yield* store.commit(commitOf(run, {
+          entries: [entry("a", 1, "succeeded", { attempts: 2, completedAt: 1_600 })],
+          attempts: [done]
+        }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, [firstAttempt(first), done])
+      }))
+
+    it.effect("an attempt record written after its entry's replaces the one written with it", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const run = yield* claimedRun(store)
+        const first = entry("a", 1, "started")
+        yield* store.commit(commitOf(run, { entries: [first], attempts: [firstAttempt(first)] }))
+        // the worker shut down during the attempt and says so in a commit without entries
+        const interrupted = { ...firstAttempt(first), outcome: "interrupted" as const, endedAt: 1_200 }
+        yield* store.commit(commitOf(run, { attempts: [interrupted] }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, [interrupted])
+        const second = attempt("a", 2, { startedAt: 1_500 })
+        yield* store.commit(commitOf(run, { entries: [entry("a", 1, "started", { attempts: 2 })], attempts: [second] }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, [interrupted, second])
+      }))
+
+    it.effect("an attempt record written before its entry's is replaced by the one written with the entry", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const run = yield* claimedRun(store)
+        // a transactional step's first attempt failed, then its worker died; the replay's attempt 1 succeeds
+        yield* store.commit(commitOf(run, {
+          attempts: [attempt("tx", 1, { outcome: "retrying", error: "\"e\"", endedAt: 1_050 })]
+        }))
+        const done = entry("tx", 1, "succeeded", { kind: "transaction" })
+        yield* store.commit(commitOf(run, { entries: [done], attempts: [firstAttempt(done)] }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, [firstAttempt(done)])
+        // and the other way round: running, then a record with an error replaces it in the same entry
+        const started = entry("b", 2, "started")
+        yield* store.commit(commitOf(run, { entries: [started], attempts: [firstAttempt(started)] }))
+        const failed = { ...firstAttempt(started), outcome: "failed" as const, error: "\"no\"", endedAt: 1_300 }
+        yield* store.commit(commitOf(run, { entries: [entry("b", 2, "failed")], attempts: [failed] }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, [firstAttempt(done), failed])
+      }))
+
+    it.effect("attempt records that differ from their entry are kept as written", () =>
+      Effect.gen(function*() {
+        const store = yield* WorkflowStore
+        const run = yield* claimedRun(store)
+        const done = entry("a", 1, "succeeded")
+        const records = [
+          { ...firstAttempt(done), endedAt: done.completedAt! + 1 },
+          { ...firstAttempt(entry("b", 2, "succeeded")), startedAt: 999 },
+          { ...firstAttempt(entry("c", 3, "started")), outcome: "succeeded" as const, endedAt: 1_010 },
+          { ...firstAttempt(entry("d", 4, "succeeded")), error: "\"warning\"" },
+          { ...firstAttempt(entry("f", 5, "succeeded")), outcome: "running" as const, endedAt: null }
+        ]
+        yield* store.commit(commitOf(run, {
+          entries: [
+            done,
+            entry("b", 2, "succeeded"),
+            entry("c", 3, "started"),
+            entry("d", 4, "succeeded"),
+            entry("f", 5, "succeeded")
+          ],
+          attempts: records
+        }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, records)
+        // an entry with more than one attempt implies none of them
+        const twice = entry("e", 6, "succeeded", { attempts: 2 })
+        const second = { ...firstAttempt(twice), attempt: 2 }
+        yield* store.commit(commitOf(run, { entries: [twice], attempts: [firstAttempt(twice), second] }))
+        assert.deepStrictEqual((yield* store.inspect(run.id)).attempts, [...records, firstAttempt(twice), second])
+      }))
+
+    // ---------------------------------------------------------------------------------------------
     // signals
     // ---------------------------------------------------------------------------------------------
 
