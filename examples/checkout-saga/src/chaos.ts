@@ -579,9 +579,12 @@ const program = Effect.gen(function*() {
     },
     { name: "repeated POST /checkout (same Idempotency-Key) replayed the stored response", violations: replayProblems }
   ]
-  const [attempts] = yield* sql<{ readonly failed: number; readonly all: number }>`SELECT
-    count(*) FILTER (WHERE outcome <> 'succeeded')::int AS failed, count(*)::int AS all FROM memento_attempts`.pipe(
-    Effect.orElseSucceed(() => [{ failed: -1, all: -1 }])
+  // the execution log through `inspect`: the store keeps first attempts that succeeded in their journal rows
+  const attempts = yield* sql<{ readonly id: string }>`SELECT id FROM memento_runs`.pipe(
+    Effect.flatMap((runs) => Effect.forEach(runs, (run) => client.inspect(run.id), { concurrency: 8 })),
+    Effect.map((all) => all.flatMap((details) => details.attempts)),
+    Effect.map((all) => ({ all: all.length, failed: all.filter((a) => a.outcome !== "succeeded").length })),
+    Effect.orElseSucceed(() => ({ failed: -1, all: -1 }))
   )
 
   // the report

@@ -377,7 +377,7 @@ describe("SqlStore on Postgres", () => {
         "tenant_a_signals"
       ])
       const migrations = yield* sql<{ readonly count: number }>`SELECT count(*)::int AS count FROM tenant_a_migrations`
-      assert.strictEqual(migrations[0].count, 2)
+      assert.strictEqual(migrations[0].count, 3)
       assert.deepStrictEqual(
         yield* SqlStore.migrate({ tablePrefix: "tenant_a_" }).pipe(Effect.provideService(SqlClient.SqlClient, sql)),
         []

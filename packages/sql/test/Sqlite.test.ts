@@ -186,8 +186,11 @@ describe("SqlStore on SQLite", () => {
       })
       for (const { name, params, text } of captured) {
         const plan = yield* sql.unsafe<{ readonly detail: string }>(`EXPLAIN QUERY PLAN ${text}`, params)
+        // a scan of a subquery's rows (a co-routine, e.g. the execution log's UNION) reads no table
+        const subqueries = plan.flatMap((row) => /^CO-ROUTINE (\w+)$/.exec(row.detail)?.[1] ?? [])
         const scans = plan.map((row) => row.detail).filter((detail) =>
-          /^SCAN /.test(detail) && !/VIRTUAL TABLE|CONSTANT ROW|^SCAN held|USING (COVERING )?INDEX/.test(detail)
+          /^SCAN /.test(detail) && !/VIRTUAL TABLE|CONSTANT ROW|^SCAN held|USING (COVERING )?INDEX/.test(detail) &&
+          !subqueries.includes(detail.slice("SCAN ".length))
         )
         assert.deepStrictEqual(scans, [], `${name} scans a table: ${plan.map((row) => row.detail).join(" | ")}`)
       }
@@ -230,7 +233,7 @@ describe("SqlStore on SQLite", () => {
         "tenant_a_signals"
       ])
       const [{ n }] = yield* tenant.sql<{ n: number }>`SELECT count(*) AS n FROM tenant_a_migrations`
-      assert.strictEqual(n, 2)
+      assert.strictEqual(n, 3)
       yield* again.store.create({ id: "shared", workflow: "wf", payload: "{}" })
       assert.isTrue(Option.isSome(yield* tenant.store.get("shared")))
       assert.isTrue(Option.isNone(yield* other.store.get("shared")))

@@ -87,6 +87,114 @@ export const uniqueAttempts = (attempts: ReadonlyArray<AttemptRecord>): Readonly
   return byKey.size === attempts.length ? attempts : Array.from(byKey.values())
 }
 
+/**
+ * A journal row as the store writes it. `impliedAttempt` says whether attempt 1 of the entry is
+ * implied by the row instead of stored in the attempts table: `true` when this commit left out
+ * the entry's attempt-1 record because the row says the same, `false` when this commit stores it,
+ * absent (kept as it was) when this commit has no attempt-1 record for the entry.
+ *
+ * @internal
+ */
+export type StoredEntry = JournalEntry & { readonly impliedAttempt?: boolean }
+
+/**
+ * Whether the attempt record says nothing the journal entry does not: attempt 1, running while the
+ * entry is `started` or succeeded when the entry succeeded at its first attempt, with the entry's
+ * times and no error. `inspect` rebuilds such a record from the row (see `impliedAttemptSql`).
+ */
+const isImplied = (entry: JournalEntry, attempt: AttemptRecord): boolean =>
+  attempt.attempt === 1 && entry.attempts === 1 && attempt.error === null && attempt.startedAt === entry.startedAt &&
+  (attempt.outcome === "running"
+    ? entry.status === "started" && attempt.endedAt === null
+    : attempt.outcome === "succeeded" && entry.status === "succeeded" && attempt.endedAt === entry.completedAt)
+
+/**
+ * The journal and attempt rows a commit writes: de-duplicated, and without the attempt-1 records
+ * that the commit's own journal rows imply. Every step that succeeds at its first try writes two
+ * such records (running, then succeeded), which the journal rows of the same commits already say;
+ * leaving them out saves two of the four row writes a step costs. `inspect` puts them back.
+ *
+ * @internal
+ */
+export const storedRows = (
+  commitEntries: ReadonlyArray<JournalEntry>,
+  commitAttempts: ReadonlyArray<AttemptRecord>
+): { readonly entries: ReadonlyArray<StoredEntry>; readonly attempts: ReadonlyArray<AttemptRecord> } => {
+  const entries = uniqueEntries(commitEntries)
+  const attempts = uniqueAttempts(commitAttempts)
+  if (entries.length === 0 || attempts.length === 0) return { entries, attempts }
+  let marks: Map<string, boolean> | undefined
+  const kept: Array<AttemptRecord> = []
+  for (const attempt of attempts) {
+    const entry = attempt.attempt === 1 ? entries.find((e) => e.key === attempt.key) : undefined
+    if (entry === undefined) {
+      kept.push(attempt)
+      continue
+    }
+    const implied = isImplied(entry, attempt)
+    ;(marks ??= new Map()).set(entry.key, implied)
+    if (!implied) kept.push(attempt)
+  }
+  if (marks === undefined) return { entries, attempts }
+  const marked = marks
+  return {
+    entries: entries.map((entry) => {
+      const implied = marked.get(entry.key)
+      return implied === undefined ? entry : { ...entry, impliedAttempt: implied }
+    }),
+    attempts: kept
+  }
+}
+
+/**
+ * The SQL of a run's execution log (`r` is the run), as one JSON array: the stored attempts and
+ * the attempt-1 records its journal rows imply (`implied_attempt`, see `storedRows`). The implied
+ * record succeeded if the entry succeeded at its first attempt; otherwise attempt 1 was still
+ * running when its worker stopped (a later attempt or an interruption stores a record of its own).
+ * A row that implies its first attempt succeeded outranks a stored record of that attempt (the
+ * success was written last); otherwise a stored record outranks the row. With `generation`, the
+ * same for the archive that `retry` fills.
+ *
+ * @internal
+ */
+export const attemptsQuery = (options: {
+  readonly attempts: string
+  readonly journal: string
+  /** The JSON fields of a stored attempt `a`. */
+  readonly columns: ReadonlyArray<readonly [key: string, expression: string]>
+  readonly generation: boolean
+  readonly jsonObject: string
+  readonly aggregate: (value: string, order: string) => string
+}): string => {
+  const { attempts, generation, journal, jsonObject } = options
+  const object = (columns: ReadonlyArray<readonly [key: string, expression: string]>) =>
+    `${jsonObject}(${columns.map(([key, expression]) => `'${key}', ${expression}`).join(", ")})`
+  const succeeded = `(j.status = 'succeeded' AND j.attempts = 1)`
+  const implied: ReadonlyArray<readonly [key: string, expression: string]> = [
+    ["key", "j.key"],
+    ["attempt", "1"],
+    ["outcome", `CASE WHEN ${succeeded} THEN 'succeeded' ELSE 'running' END`],
+    ["error", "NULL"],
+    ["startedAt", "j.started_at"],
+    ["endedAt", `CASE WHEN ${succeeded} THEN j.completed_at END`],
+    ...(generation ? [["generation", "j.generation"] as const] : [])
+  ]
+  const same = (a: string, b: string) => generation ? ` AND ${a}.generation = ${b}.generation` : ""
+  const g = (alias: string) => generation ? `${alias}.generation AS generation, ` : ""
+  return `(SELECT ${options.aggregate("x.o", `${generation ? "x.generation, " : ""}x.seq NULLS LAST, x.key, x.attempt`)}
+    FROM (
+      SELECT ${object(options.columns)} AS o, ${g("a")}j.seq AS seq, a.key AS key, a.attempt AS attempt
+      FROM ${attempts} a LEFT JOIN ${journal} j ON j.run_id = a.run_id${same("j", "a")} AND j.key = a.key
+      WHERE a.run_id = r.id AND (a.attempt <> 1 OR j.implied_attempt IS NOT TRUE OR NOT ${succeeded})
+      UNION ALL
+      SELECT ${object(implied)} AS o, ${g("j")}j.seq AS seq, j.key AS key, 1 AS attempt
+      FROM ${journal} j
+      WHERE j.run_id = r.id AND j.implied_attempt
+        AND (${succeeded} OR NOT EXISTS (SELECT 1 FROM ${attempts} a
+          WHERE a.run_id = j.run_id${same("a", "j")} AND a.key = j.key AND a.attempt = 1))
+    ) x)`
+}
+
 /** Whether a commit's transition writes an alert to the outbox. @internal */
 export const isAlerting = (status: RunStatus): boolean => alertStatuses.includes(status)
 

@@ -18,6 +18,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Batcher from "./batcher.js"
 import {
+  attemptsQuery,
   claimableStatuses,
   claimOrder,
   endedStatuses,
@@ -32,8 +33,7 @@ import {
   runColumnList,
   runJson,
   type Store,
-  uniqueAttempts,
-  uniqueEntries
+  storedRows
 } from "./common.js"
 import { makePrepared } from "./prepared.js"
 import {
@@ -62,7 +62,7 @@ const hasSignal = (c: Commit): boolean => c.transition?.signal !== undefined
 
 const commitRow = (c: Commit, i: number) => {
   const tr = c.transition
-  const entries = uniqueEntries(c.entries)
+  const { attempts, entries } = storedRows(c.entries, c.attempts)
   return {
     i,
     run_id: c.runId,
@@ -81,7 +81,7 @@ const commitRow = (c: Commit, i: number) => {
     ended: tr !== undefined && isEnded(tr.status),
     alert: tr !== undefined && isAlerting(tr.status),
     entries,
-    attempts: uniqueAttempts(c.attempts),
+    attempts,
     // only in a commit that creates its run (undefined keys are left out of the JSON: NULL)
     workflow: c.create?.workflow,
     payload: c.create?.payload,
@@ -327,22 +327,28 @@ export const make = (
       ["seq", "s.seq"],
       ["receivedAt", "s.received_at"]
     ])
-    const attemptsJson = json([
+    const attemptsColumns: ReadonlyArray<readonly [key: string, expression: string]> = [
       ["key", "a.key"],
       ["attempt", "a.attempt"],
       ["outcome", "a.outcome"],
       ["error", "a.error"],
       ["startedAt", "a.started_at"],
       ["endedAt", "a.ended_at"]
-    ])
+    ]
     const snapshotColumns = `(SELECT coalesce(json_agg(${entriesJson} ORDER BY j.seq, j.key), '[]'::json)
         FROM ${t.journal} j WHERE j.run_id = r.id) AS entries,
       (SELECT coalesce(json_agg(${signalsJson} ORDER BY s.seq), '[]'::json)
         FROM ${t.signals} s WHERE s.run_id = r.id) AS signals`
-    const attemptsColumn =
-      `(SELECT coalesce(json_agg(${attemptsJson} ORDER BY j.seq NULLS LAST, a.key, a.attempt), '[]'::json)
-        FROM ${t.attempts} a LEFT JOIN ${t.journal} j ON j.run_id = a.run_id AND j.key = a.key
-        WHERE a.run_id = r.id) AS attempts`
+    const attemptsFor = (table: string, journalTable: string, columns: typeof attemptsColumns, generation: boolean) =>
+      attemptsQuery({
+        attempts: table,
+        journal: journalTable,
+        columns,
+        generation,
+        jsonObject: "json_build_object",
+        aggregate: (value, order) => `coalesce(json_agg(${value} ORDER BY ${order}), '[]'::json)`
+      })
+    const attemptsColumn = `${attemptsFor(t.attempts, t.journal, attemptsColumns, false)} AS attempts`
 
     const archivedEntriesJson = json([
       ["key", "j.key"],
@@ -358,23 +364,12 @@ export const make = (
       ["generation", "j.generation"],
       ["archivedAt", "j.archived_at"]
     ])
-    const archivedAttemptsJson = json([
-      ["key", "a.key"],
-      ["attempt", "a.attempt"],
-      ["outcome", "a.outcome"],
-      ["error", "a.error"],
-      ["startedAt", "a.started_at"],
-      ["endedAt", "a.ended_at"],
-      ["generation", "a.generation"]
-    ])
     const archiveColumns =
       `(SELECT coalesce(json_agg(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key), '[]'::json)
         FROM ${t.journalArchive} j WHERE j.run_id = r.id) AS archived_entries,
-      (SELECT coalesce(json_agg(${archivedAttemptsJson} ORDER BY a.generation, j.seq NULLS LAST, a.key, a.attempt),
-          '[]'::json)
-        FROM ${t.attemptsArchive} a LEFT JOIN ${t.journalArchive} j
-          ON j.run_id = a.run_id AND j.generation = a.generation AND j.key = a.key
-        WHERE a.run_id = r.id) AS archived_attempts,
+      ${
+        attemptsFor(t.attemptsArchive, t.journalArchive, [...attemptsColumns, ["generation", "a.generation"]], true)
+      } AS archived_attempts,
       (SELECT coalesce(json_agg(${runJson("json_build_object", "c")} ORDER BY c.created_at, c.id), '[]'::json)
         FROM ${t.runs} c WHERE c.parent_id = r.id) AS children`
 
@@ -477,13 +472,16 @@ export const make = (
         FROM ins r JOIN input x ON x.run_id = r.id
       )`
     const commitBody = `e AS (
-        INSERT INTO ${t.journal} (run_id, key, seq, kind, status, output, error, attempts, meta, started_at, completed_at)
-        SELECT f.id, j.key, j.seq, j.kind, j.status, j.output, j.error, j.attempts, j.meta, j."startedAt", j."completedAt"
+        INSERT INTO ${t.journal} (run_id, key, seq, kind, status, output, error, attempts, meta, started_at, completed_at,
+          implied_attempt)
+        SELECT f.id, j.key, j.seq, j.kind, j.status, j.output, j.error, j.attempts, j.meta, j."startedAt", j."completedAt",
+          j."impliedAttempt"
         FROM fence f, json_to_recordset(f.entries) AS j(key text, seq integer, kind text, status text, output text,
-          error text, attempts integer, meta text, "startedAt" bigint, "completedAt" bigint)
+          error text, attempts integer, meta text, "startedAt" bigint, "completedAt" bigint, "impliedAttempt" boolean)
         ON CONFLICT (run_id, key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, status = excluded.status,
           output = excluded.output, error = excluded.error, attempts = excluded.attempts, meta = excluded.meta,
-          started_at = excluded.started_at, completed_at = excluded.completed_at
+          started_at = excluded.started_at, completed_at = excluded.completed_at,
+          implied_attempt = coalesce(excluded.implied_attempt, ${t.journal}.implied_attempt)
       ),
       a AS (
         INSERT INTO ${t.attempts} (run_id, key, attempt, outcome, error, started_at, ended_at)
@@ -736,9 +734,9 @@ export const make = (
         ),
         ja AS (
           INSERT INTO ${journalArchive} (run_id, generation, key, seq, kind, status, output, error, attempts, meta,
-            started_at, completed_at, archived_at)
+            started_at, completed_at, implied_attempt, archived_at)
           SELECT je.run_id, g.generation, je.key, je.seq, je.kind, je.status, je.output, je.error, je.attempts,
-            je.meta, je.started_at, je.completed_at, clock.now
+            je.meta, je.started_at, je.completed_at, je.implied_attempt, clock.now
           FROM je, g, clock
         ),
         ae AS (

@@ -20,6 +20,7 @@ import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import {
   alertId,
+  attemptsQuery,
   claimableStatuses,
   claimOrder,
   commitEvents,
@@ -34,8 +35,7 @@ import {
   runColumnList,
   runJson,
   type Store,
-  uniqueAttempts,
-  uniqueEntries
+  storedRows
 } from "./common.js"
 import {
   decodeAlerts,
@@ -183,14 +183,14 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       ["seq", "s.seq"],
       ["receivedAt", "s.received_at"]
     ])
-    const attemptsJson = json([
+    const attemptsColumns: ReadonlyArray<readonly [key: string, expression: string]> = [
       ["key", "a.key"],
       ["attempt", "a.attempt"],
       ["outcome", "a.outcome"],
       ["error", "a.error"],
       ["startedAt", "a.started_at"],
       ["endedAt", "a.ended_at"]
-    ])
+    ]
     const snapshotColumns = sql.literal(
       `(SELECT json_group_array(${entriesJson} ORDER BY j.seq, j.key)
           FROM ${t.journal} j WHERE j.run_id = r.id) AS entries,
@@ -211,25 +211,23 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       ["generation", "j.generation"],
       ["archivedAt", "j.archived_at"]
     ])
-    const archivedAttemptsJson = json([
-      ["key", "a.key"],
-      ["attempt", "a.attempt"],
-      ["outcome", "a.outcome"],
-      ["error", "a.error"],
-      ["startedAt", "a.started_at"],
-      ["endedAt", "a.ended_at"],
-      ["generation", "a.generation"]
-    ])
+    // `json(x.o)`: a JSON object read back from the subquery is text to `json_group_array` otherwise
+    const attemptsFor = (table: string, journalTable: string, columns: typeof attemptsColumns, generation: boolean) =>
+      attemptsQuery({
+        attempts: table,
+        journal: journalTable,
+        columns,
+        generation,
+        jsonObject: "json_object",
+        aggregate: (value, order) => `json_group_array(json(${value}) ORDER BY ${order})`
+      })
     const inspectColumns = sql.literal(
-      `(SELECT json_group_array(${attemptsJson} ORDER BY j.seq NULLS LAST, a.key, a.attempt)
-          FROM ${t.attempts} a LEFT JOIN ${t.journal} j ON j.run_id = a.run_id AND j.key = a.key
-          WHERE a.run_id = r.id) AS attempts,
+      `${attemptsFor(t.attempts, t.journal, attemptsColumns, false)} AS attempts,
         (SELECT json_group_array(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key)
           FROM ${t.journalArchive} j WHERE j.run_id = r.id) AS archived_entries,
-        (SELECT json_group_array(${archivedAttemptsJson} ORDER BY a.generation, j.seq NULLS LAST, a.key, a.attempt)
-          FROM ${t.attemptsArchive} a LEFT JOIN ${t.journalArchive} j
-            ON j.run_id = a.run_id AND j.generation = a.generation AND j.key = a.key
-          WHERE a.run_id = r.id) AS archived_attempts,
+        ${
+        attemptsFor(t.attemptsArchive, t.journalArchive, [...attemptsColumns, ["generation", "a.generation"]], true)
+      } AS archived_attempts,
         (SELECT json_group_array(${runJson("json_object", "c")} ORDER BY c.created_at, c.id)
           FROM ${t.runs} c WHERE c.parent_id = r.id) AS children`
     )
@@ -286,8 +284,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
     ): Effect.Effect<readonly [CommitResult, Effect.Effect<void>], LeaseLost | SqlError> =>
       Effect.gen(function*() {
         const tr = c.transition
-        const entries = uniqueEntries(c.entries)
-        const attemptRows = uniqueAttempts(c.attempts)
+        const { attempts: attemptRows, entries } = storedRows(c.entries, c.attempts)
         const sets: Array<Fragment> = [sql`updated_at = ${now}`]
         if (hasFinishedEntry(entries)) sets.push(sql`recoveries = 0`)
         if (tr !== undefined && tr.release) {
@@ -330,15 +327,16 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         if (fenced.length === 0) return yield* new LeaseLost({ workflowId: c.runId, epoch: c.epoch })
         if (entries.length > 0) {
           yield* sql`INSERT INTO ${journal}
-              (run_id, key, seq, kind, status, output, error, attempts, meta, started_at, completed_at)
+              (run_id, key, seq, kind, status, output, error, attempts, meta, started_at, completed_at, implied_attempt)
             SELECT ${c.runId}, x.value ->> 'key', x.value ->> 'seq', x.value ->> 'kind', x.value ->> 'status',
               x.value ->> 'output', x.value ->> 'error', x.value ->> 'attempts', x.value ->> 'meta',
-              x.value ->> 'startedAt', x.value ->> 'completedAt'
+              x.value ->> 'startedAt', x.value ->> 'completedAt', x.value ->> 'impliedAttempt'
             FROM json_each(${JSON.stringify(entries)}) x WHERE true
             ON CONFLICT (run_id, key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind,
               status = excluded.status, output = excluded.output, error = excluded.error,
               attempts = excluded.attempts, meta = excluded.meta, started_at = excluded.started_at,
-              completed_at = excluded.completed_at`
+              completed_at = excluded.completed_at,
+              implied_attempt = coalesce(excluded.implied_attempt, ${journal}.implied_attempt)`
         }
         if (attemptRows.length > 0) {
           yield* sql`INSERT INTO ${attempts} (run_id, key, attempt, outcome, error, started_at, ended_at)
@@ -459,9 +457,9 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
               coalesce((SELECT max(generation) FROM ${attemptsArchive} WHERE run_id = ${runId}), 0)
             ) + 1 AS generation`
           yield* sql`INSERT INTO ${journalArchive} (run_id, generation, key, seq, kind, status, output, error,
-              attempts, meta, started_at, completed_at, archived_at)
+              attempts, meta, started_at, completed_at, implied_attempt, archived_at)
             SELECT run_id, ${generation}, key, seq, kind, status, output, error, attempts, meta, started_at,
-              completed_at, ${now}
+              completed_at, implied_attempt, ${now}
             FROM ${journal} WHERE run_id = ${runId} AND key IN (SELECT value FROM json_each(${keys}))`
           yield* sql`DELETE FROM ${journal} WHERE run_id = ${runId} AND key IN (SELECT value FROM json_each(${keys}))`
           yield* sql`INSERT INTO ${attemptsArchive} (run_id, generation, key, attempt, outcome, error, started_at,

@@ -278,6 +278,15 @@ const sqliteOperations = (t: Tables): ReadonlyArray<string> => [
   `CREATE INDEX ${t.runs}_finished ON ${t.runs} (status, completed_at) WHERE completed_at IS NOT NULL`
 ]
 
+/**
+ * Version 3: `implied_attempt` on journal rows (and their archive), see `storedRows`. Rows written
+ * before it have NULL there and all their attempts in the attempts table, which is what NULL means.
+ */
+const impliedAttempts = (t: Tables, type: string): ReadonlyArray<string> => [
+  `ALTER TABLE ${t.journal} ADD COLUMN implied_attempt ${type}`,
+  `ALTER TABLE ${t.journalArchive} ADD COLUMN implied_attempt ${type}`
+]
+
 const dialectMigration = (
   pg: () => ReadonlyArray<string>,
   sqlite: () => ReadonlyArray<string>
@@ -299,7 +308,8 @@ const dialectMigration = (
  */
 export const migrations = (t: Tables): Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClient>> => ({
   "1_create_tables": dialectMigration(() => pgSchema(t), () => sqliteSchema(t)),
-  "2_operations": dialectMigration(() => pgOperations(t), () => sqliteOperations(t))
+  "2_operations": dialectMigration(() => pgOperations(t), () => sqliteOperations(t)),
+  "3_implied_attempts": dialectMigration(() => impliedAttempts(t, "boolean"), () => impliedAttempts(t, "INTEGER"))
 })
 
 const migrator = Migrator.make({})
