@@ -100,7 +100,7 @@ export type StoredEntry = JournalEntry & { readonly impliedAttempt?: boolean }
 /**
  * Whether the attempt record says nothing the journal entry does not: attempt 1, running while the
  * entry is `started` or succeeded when the entry succeeded at its first attempt, with the entry's
- * times and no error. `inspect` rebuilds such a record from the row (see `impliedAttemptSql`).
+ * times and no error. `inspect` rebuilds such a record from the row (see `attemptsQuery`).
  */
 const isImplied = (entry: JournalEntry, attempt: AttemptRecord): boolean =>
   attempt.attempt === 1 && entry.attempts === 1 && attempt.error === null && attempt.startedAt === entry.startedAt &&
@@ -123,27 +123,42 @@ export const storedRows = (
   const entries = uniqueEntries(commitEntries)
   const attempts = uniqueAttempts(commitAttempts)
   if (entries.length === 0 || attempts.length === 0) return { entries, attempts }
-  let marks: Map<string, boolean> | undefined
+  // on the hot path of every commit: plain loops, and copies only when a record meets its entry
+  let stored: Array<StoredEntry> | undefined
   const kept: Array<AttemptRecord> = []
   for (const attempt of attempts) {
-    const entry = attempt.attempt === 1 ? entries.find((e) => e.key === attempt.key) : undefined
-    if (entry === undefined) {
+    let index = -1
+    if (attempt.attempt === 1) {
+      for (let i = 0; i < entries.length; i++) {
+        if (entries[i].key === attempt.key) {
+          index = i
+          break
+        }
+      }
+    }
+    if (index === -1) {
       kept.push(attempt)
       continue
     }
-    const implied = isImplied(entry, attempt)
-    ;(marks ??= new Map()).set(entry.key, implied)
-    if (!implied) kept.push(attempt)
+    const entry = entries[index]
+    const impliedAttempt = isImplied(entry, attempt)
+    stored ??= entries.slice()
+    stored[index] = {
+      key: entry.key,
+      seq: entry.seq,
+      kind: entry.kind,
+      status: entry.status,
+      output: entry.output,
+      error: entry.error,
+      attempts: entry.attempts,
+      meta: entry.meta,
+      startedAt: entry.startedAt,
+      completedAt: entry.completedAt,
+      impliedAttempt
+    }
+    if (!impliedAttempt) kept.push(attempt)
   }
-  if (marks === undefined) return { entries, attempts }
-  const marked = marks
-  return {
-    entries: entries.map((entry) => {
-      const implied = marked.get(entry.key)
-      return implied === undefined ? entry : { ...entry, impliedAttempt: implied }
-    }),
-    attempts: kept
-  }
+  return stored === undefined ? { entries, attempts } : { entries: stored, attempts: kept }
 }
 
 /**
