@@ -138,6 +138,14 @@ describe("SqlStore on SQLite", () => {
           attempts: [{ key: "a", attempt: 1, outcome: "succeeded", error: null, startedAt: 1, endedAt: 2 }]
         }))
       )
+      // a step's start: its attempt record is implied by the journal row, so no attempts insert
+      yield* capture(
+        "step commit",
+        store.commit(commitOf(run, {
+          entries: [entry("b", 2, "started")],
+          attempts: [{ key: "b", attempt: 1, outcome: "running", error: null, startedAt: 1_002, endedAt: null }]
+        }))
+      )
       yield* capture("heartbeat", store.heartbeat({ workerId: "w", runs: [{ id: run.id, epoch: 1 }], leaseMs: 60_000 }))
       yield* capture("signal", store.signal({ runId: run.id, name: "s", signalId: "evt", payload: "1" }))
       yield* capture("list", store.list({ workflow, status: "running" }))
@@ -174,6 +182,7 @@ describe("SqlStore on SQLite", () => {
         claim: 1,
         load: 1,
         commit: 3,
+        "step commit": 2,
         heartbeat: 1,
         signal: 2,
         list: 4,
