@@ -100,7 +100,7 @@ export type StoredEntry = JournalEntry & { readonly impliedAttempt?: boolean }
 /**
  * Whether the attempt record says nothing the journal entry does not: attempt 1, running while the
  * entry is `started` or succeeded when the entry succeeded at its first attempt, with the entry's
- * times and no error. `inspect` rebuilds such a record from the row (see `attemptsQuery`).
+ * times and no error. `inspect` rebuilds such a record from the row (see `executionLogSql`).
  */
 const isImplied = (entry: JournalEntry, attempt: AttemptRecord): boolean =>
   attempt.attempt === 1 && entry.attempts === 1 && attempt.error === null && attempt.startedAt === entry.startedAt &&
@@ -161,53 +161,66 @@ export const storedRows = (
   return stored === undefined ? { entries, attempts } : { entries: stored, attempts: kept }
 }
 
+type JsonColumns = ReadonlyArray<readonly [key: string, expression: string]>
+
 /**
- * The SQL of a run's execution log (`r` is the run), as one JSON array: the stored attempts and
+ * The SQL of a run's execution log (`r` is the run), as two JSON arrays, `attempts` and
+ * `archivedAttempts` (the archive that `retry` fills, with `generation`): the stored attempts and
  * the attempt-1 records its journal rows imply (`implied_attempt`, see `storedRows`). The implied
  * record succeeded if the entry succeeded at its first attempt; otherwise attempt 1 was still
  * running when its worker stopped (a later attempt or an interruption stores a record of its own).
  * A row that implies its first attempt succeeded outranks a stored record of that attempt (the
- * success was written last); otherwise a stored record outranks the row. With `generation`, the
- * same for the archive that `retry` fills.
+ * success was written last); otherwise a stored record outranks the row.
  *
  * @internal
  */
-export const attemptsQuery = (options: {
-  readonly attempts: string
-  readonly journal: string
-  /** The JSON fields of a stored attempt `a`. */
-  readonly columns: ReadonlyArray<readonly [key: string, expression: string]>
-  readonly generation: boolean
+export const executionLogSql = (t: Tables, dialect: {
   readonly jsonObject: string
   readonly aggregate: (value: string, order: string) => string
-}): string => {
-  const { attempts, generation, journal, jsonObject } = options
-  const object = (columns: ReadonlyArray<readonly [key: string, expression: string]>) =>
-    `${jsonObject}(${columns.map(([key, expression]) => `'${key}', ${expression}`).join(", ")})`
+}): { readonly attempts: string; readonly archivedAttempts: string } => {
+  const object = (columns: JsonColumns) =>
+    `${dialect.jsonObject}(${columns.map(([key, expression]) => `'${key}', ${expression}`).join(", ")})`
   const succeeded = `(j.status = 'succeeded' AND j.attempts = 1)`
-  const implied: ReadonlyArray<readonly [key: string, expression: string]> = [
-    ["key", "j.key"],
-    ["attempt", "1"],
-    ["outcome", `CASE WHEN ${succeeded} THEN 'succeeded' ELSE 'running' END`],
-    ["error", "NULL"],
-    ["startedAt", "j.started_at"],
-    ["endedAt", `CASE WHEN ${succeeded} THEN j.completed_at END`],
-    ...(generation ? [["generation", "j.generation"] as const] : [])
-  ]
-  const same = (a: string, b: string) => generation ? ` AND ${a}.generation = ${b}.generation` : ""
-  const g = (alias: string) => generation ? `${alias}.generation AS generation, ` : ""
-  return `(SELECT ${options.aggregate("x.o", `${generation ? "x.generation, " : ""}x.seq NULLS LAST, x.key, x.attempt`)}
-    FROM (
-      SELECT ${object(options.columns)} AS o, ${g("a")}j.seq AS seq, a.key AS key, a.attempt AS attempt
-      FROM ${attempts} a LEFT JOIN ${journal} j ON j.run_id = a.run_id${same("j", "a")} AND j.key = a.key
-      WHERE a.run_id = r.id AND (a.attempt <> 1 OR j.implied_attempt IS NOT TRUE OR NOT ${succeeded})
-      UNION ALL
-      SELECT ${object(implied)} AS o, ${g("j")}j.seq AS seq, j.key AS key, 1 AS attempt
-      FROM ${journal} j
-      WHERE j.run_id = r.id AND j.implied_attempt
-        AND (${succeeded} OR NOT EXISTS (SELECT 1 FROM ${attempts} a
-          WHERE a.run_id = j.run_id${same("a", "j")} AND a.key = j.key AND a.attempt = 1))
-    ) x)`
+  const query = (attempts: string, journal: string, generation: boolean) => {
+    const stored: JsonColumns = [
+      ["key", "a.key"],
+      ["attempt", "a.attempt"],
+      ["outcome", "a.outcome"],
+      ["error", "a.error"],
+      ["startedAt", "a.started_at"],
+      ["endedAt", "a.ended_at"],
+      ...(generation ? [["generation", "a.generation"] as const] : [])
+    ]
+    const implied: JsonColumns = [
+      ["key", "j.key"],
+      ["attempt", "1"],
+      ["outcome", `CASE WHEN ${succeeded} THEN 'succeeded' ELSE 'running' END`],
+      ["error", "NULL"],
+      ["startedAt", "j.started_at"],
+      ["endedAt", `CASE WHEN ${succeeded} THEN j.completed_at END`],
+      ...(generation ? [["generation", "j.generation"] as const] : [])
+    ]
+    const same = (a: string, b: string) => generation ? ` AND ${a}.generation = ${b}.generation` : ""
+    const g = (alias: string) => generation ? `${alias}.generation AS generation, ` : ""
+    return `(SELECT ${
+      dialect.aggregate("x.o", `${generation ? "x.generation, " : ""}x.seq NULLS LAST, x.key, x.attempt`)
+    }
+      FROM (
+        SELECT ${object(stored)} AS o, ${g("a")}j.seq AS seq, a.key AS key, a.attempt AS attempt
+        FROM ${attempts} a LEFT JOIN ${journal} j ON j.run_id = a.run_id${same("j", "a")} AND j.key = a.key
+        WHERE a.run_id = r.id AND (a.attempt <> 1 OR j.implied_attempt IS NOT TRUE OR NOT ${succeeded})
+        UNION ALL
+        SELECT ${object(implied)} AS o, ${g("j")}j.seq AS seq, j.key AS key, 1 AS attempt
+        FROM ${journal} j
+        WHERE j.run_id = r.id AND j.implied_attempt
+          AND (${succeeded} OR NOT EXISTS (SELECT 1 FROM ${attempts} a
+            WHERE a.run_id = j.run_id${same("a", "j")} AND a.key = j.key AND a.attempt = 1))
+      ) x)`
+  }
+  return {
+    attempts: query(t.attempts, t.journal, false),
+    archivedAttempts: query(t.attemptsArchive, t.journalArchive, true)
+  }
 }
 
 /** Whether a commit's transition writes an alert to the outbox. @internal */

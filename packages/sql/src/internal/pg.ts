@@ -18,10 +18,10 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Batcher from "./batcher.js"
 import {
-  attemptsQuery,
   claimableStatuses,
   claimOrder,
   endedStatuses,
+  executionLogSql,
   hasFinishedEntry,
   idleStatuses,
   isAlerting,
@@ -327,28 +327,15 @@ export const make = (
       ["seq", "s.seq"],
       ["receivedAt", "s.received_at"]
     ])
-    const attemptsColumns: ReadonlyArray<readonly [key: string, expression: string]> = [
-      ["key", "a.key"],
-      ["attempt", "a.attempt"],
-      ["outcome", "a.outcome"],
-      ["error", "a.error"],
-      ["startedAt", "a.started_at"],
-      ["endedAt", "a.ended_at"]
-    ]
     const snapshotColumns = `(SELECT coalesce(json_agg(${entriesJson} ORDER BY j.seq, j.key), '[]'::json)
         FROM ${t.journal} j WHERE j.run_id = r.id) AS entries,
       (SELECT coalesce(json_agg(${signalsJson} ORDER BY s.seq), '[]'::json)
         FROM ${t.signals} s WHERE s.run_id = r.id) AS signals`
-    const attemptsFor = (table: string, journalTable: string, columns: typeof attemptsColumns, generation: boolean) =>
-      attemptsQuery({
-        attempts: table,
-        journal: journalTable,
-        columns,
-        generation,
-        jsonObject: "json_build_object",
-        aggregate: (value, order) => `coalesce(json_agg(${value} ORDER BY ${order}), '[]'::json)`
-      })
-    const attemptsColumn = `${attemptsFor(t.attempts, t.journal, attemptsColumns, false)} AS attempts`
+    const executionLog = executionLogSql(t, {
+      jsonObject: "json_build_object",
+      aggregate: (value, order) => `coalesce(json_agg(${value} ORDER BY ${order}), '[]'::json)`
+    })
+    const attemptsColumn = `${executionLog.attempts} AS attempts`
 
     const archivedEntriesJson = json([
       ["key", "j.key"],
@@ -367,9 +354,7 @@ export const make = (
     const archiveColumns =
       `(SELECT coalesce(json_agg(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key), '[]'::json)
         FROM ${t.journalArchive} j WHERE j.run_id = r.id) AS archived_entries,
-      ${
-        attemptsFor(t.attemptsArchive, t.journalArchive, [...attemptsColumns, ["generation", "a.generation"]], true)
-      } AS archived_attempts,
+      ${executionLog.archivedAttempts} AS archived_attempts,
       (SELECT coalesce(json_agg(${runJson("json_build_object", "c")} ORDER BY c.created_at, c.id), '[]'::json)
         FROM ${t.runs} c WHERE c.parent_id = r.id) AS children`
 

@@ -20,11 +20,11 @@ import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import {
   alertId,
-  attemptsQuery,
   claimableStatuses,
   claimOrder,
   commitEvents,
   endedStatuses,
+  executionLogSql,
   hasFinishedEntry,
   idleStatuses,
   isAlerting,
@@ -183,14 +183,6 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       ["seq", "s.seq"],
       ["receivedAt", "s.received_at"]
     ])
-    const attemptsColumns: ReadonlyArray<readonly [key: string, expression: string]> = [
-      ["key", "a.key"],
-      ["attempt", "a.attempt"],
-      ["outcome", "a.outcome"],
-      ["error", "a.error"],
-      ["startedAt", "a.started_at"],
-      ["endedAt", "a.ended_at"]
-    ]
     const snapshotColumns = sql.literal(
       `(SELECT json_group_array(${entriesJson} ORDER BY j.seq, j.key)
           FROM ${t.journal} j WHERE j.run_id = r.id) AS entries,
@@ -212,22 +204,15 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
       ["archivedAt", "j.archived_at"]
     ])
     // `json(x.o)`: a JSON object read back from the subquery is text to `json_group_array` otherwise
-    const attemptsFor = (table: string, journalTable: string, columns: typeof attemptsColumns, generation: boolean) =>
-      attemptsQuery({
-        attempts: table,
-        journal: journalTable,
-        columns,
-        generation,
-        jsonObject: "json_object",
-        aggregate: (value, order) => `json_group_array(json(${value}) ORDER BY ${order})`
-      })
+    const executionLog = executionLogSql(t, {
+      jsonObject: "json_object",
+      aggregate: (value, order) => `json_group_array(json(${value}) ORDER BY ${order})`
+    })
     const inspectColumns = sql.literal(
-      `${attemptsFor(t.attempts, t.journal, attemptsColumns, false)} AS attempts,
+      `${executionLog.attempts} AS attempts,
         (SELECT json_group_array(${archivedEntriesJson} ORDER BY j.generation, j.seq, j.key)
           FROM ${t.journalArchive} j WHERE j.run_id = r.id) AS archived_entries,
-        ${
-        attemptsFor(t.attemptsArchive, t.journalArchive, [...attemptsColumns, ["generation", "a.generation"]], true)
-      } AS archived_attempts,
+        ${executionLog.archivedAttempts} AS archived_attempts,
         (SELECT json_group_array(${runJson("json_object", "c")} ORDER BY c.created_at, c.id)
           FROM ${t.runs} c WHERE c.parent_id = r.id) AS children`
     )
