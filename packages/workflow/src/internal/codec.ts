@@ -43,12 +43,14 @@ export const metaField = (meta: string | null, field: string): unknown => {
 export const errorMessage = (error: unknown): string => {
   if (typeof error === "object" && error !== null) {
     const tag = "_tag" in error && typeof error._tag === "string" ? error._tag : undefined
-    const message = "message" in error && typeof error.message === "string" && error.message !== "" ?
-      error.message :
-      undefined
+    // a Schema.TaggedError without fields has the message "{  }": nothing to say beyond its tag
+    const message = "message" in error && typeof error.message === "string" && !/^\s*(\{\s*\})?\s*$/.test(error.message)
+      ? error.message
+      : undefined
     if (tag !== undefined && message !== undefined) return `${tag}: ${message}`
     if (message !== undefined) return message
     if (tag !== undefined) {
+      if (Object.keys(error).every((key) => key === "_tag")) return tag
       try {
         return `${tag}: ${JSON.stringify(error)}`
       } catch {
