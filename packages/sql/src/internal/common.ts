@@ -53,7 +53,19 @@ export const runColumnList = (alias?: string): string =>
  * @internal
  */
 export const runJson = (jsonObject: string, alias: string): string =>
-  `${jsonObject}(${runColumns.map((column) => `'${column}', ${alias}.${column}`).join(", ")})`
+  jsonObjectSql(jsonObject, runColumns.map((column) => [column, `${alias}.${column}`]))
+
+/** SQL keys and expressions of a JSON object. @internal */
+export type JsonColumns = ReadonlyArray<readonly [key: string, expression: string]>
+
+/**
+ * A JSON object built in SQL with the dialect's function (`json_build_object` on Postgres,
+ * `json_object` on SQLite).
+ *
+ * @internal
+ */
+export const jsonObjectSql = (jsonObject: string, columns: JsonColumns): string =>
+  `${jsonObject}(${columns.map(([key, expression]) => `'${key}', ${expression}`).join(", ")})`
 
 /** @internal */
 export const sqlList = (values: ReadonlyArray<string>): string => values.map((value) => `'${value}'`).join(", ")
@@ -71,16 +83,16 @@ export const endedStatuses = sqlList([...terminalStatuses, ...parkedStatuses])
 export const isEnded = (status: RunStatus): boolean =>
   terminalStatuses.includes(status) || parkedStatuses.includes(status)
 
-/** Journal rows of one commit, de-duplicated by key (the last one wins). @internal */
-export const uniqueEntries = (entries: ReadonlyArray<JournalEntry>): ReadonlyArray<JournalEntry> => {
+/** Journal rows of one commit, de-duplicated by key (the last one wins). */
+const uniqueEntries = (entries: ReadonlyArray<JournalEntry>): ReadonlyArray<JournalEntry> => {
   if (entries.length < 2) return entries
   const byKey = new Map<string, JournalEntry>()
   for (const entry of entries) byKey.set(entry.key, entry)
   return byKey.size === entries.length ? entries : Array.from(byKey.values())
 }
 
-/** Attempt rows of one commit, de-duplicated by (key, attempt) (the last one wins). @internal */
-export const uniqueAttempts = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<AttemptRecord> => {
+/** Attempt rows of one commit, de-duplicated by (key, attempt) (the last one wins). */
+const uniqueAttempts = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<AttemptRecord> => {
   if (attempts.length < 2) return attempts
   const byKey = new Map<string, AttemptRecord>()
   for (const attempt of attempts) byKey.set(`${attempt.key}\u0000${attempt.attempt}`, attempt)
@@ -92,10 +104,8 @@ export const uniqueAttempts = (attempts: ReadonlyArray<AttemptRecord>): Readonly
  * implied by the row instead of stored in the attempts table: `true` when this commit left out
  * the entry's attempt-1 record because the row says the same, `false` when this commit stores it,
  * absent (kept as it was) when this commit has no attempt-1 record for the entry.
- *
- * @internal
  */
-export type StoredEntry = JournalEntry & { readonly impliedAttempt?: boolean }
+type StoredEntry = JournalEntry & { readonly impliedAttempt?: boolean }
 
 /**
  * Whether the attempt record says nothing the journal entry does not: attempt 1, running while the
@@ -161,8 +171,6 @@ export const storedRows = (
   return stored === undefined ? { entries, attempts } : { entries: stored, attempts: kept }
 }
 
-type JsonColumns = ReadonlyArray<readonly [key: string, expression: string]>
-
 /**
  * The SQL of a run's execution log (`r` is the run), as two JSON arrays, `attempts` and
  * `archivedAttempts` (the archive that `retry` fills, with `generation`): the stored attempts and
@@ -178,8 +186,7 @@ export const executionLogSql = (t: Tables, dialect: {
   readonly jsonObject: string
   readonly aggregate: (value: string, order: string) => string
 }): { readonly attempts: string; readonly archivedAttempts: string } => {
-  const object = (columns: JsonColumns) =>
-    `${dialect.jsonObject}(${columns.map(([key, expression]) => `'${key}', ${expression}`).join(", ")})`
+  const object = (columns: JsonColumns) => jsonObjectSql(dialect.jsonObject, columns)
   const succeeded = `(j.status = 'succeeded' AND j.attempts = 1)`
   const query = (attempts: string, journal: string, generation: boolean) => {
     const stored: JsonColumns = [

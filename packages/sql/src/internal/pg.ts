@@ -27,6 +27,8 @@ import {
   isAlerting,
   isEnded,
   isSqlError,
+  type JsonColumns,
+  jsonObjectSql,
   makeList,
   makeTransaction,
   purgeable,
@@ -306,8 +308,7 @@ export const make = (
         Tracing.withSpan("SqlStore.release", { captureStackTrace: false })
       )
 
-    const json = (columns: ReadonlyArray<readonly [key: string, expression: string]>) =>
-      `json_build_object(${columns.map(([key, expression]) => `'${key}', ${expression}`).join(", ")})`
+    const json = (columns: JsonColumns) => jsonObjectSql("json_build_object", columns)
     const entriesJson = json([
       ["key", "j.key"],
       ["seq", "j.seq"],

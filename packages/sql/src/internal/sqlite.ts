@@ -29,6 +29,8 @@ import {
   idleStatuses,
   isAlerting,
   isEnded,
+  type JsonColumns,
+  jsonObjectSql,
   makeList,
   makeTransaction,
   purgeable,
@@ -162,8 +164,7 @@ export const make = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Store> 
         Tracing.withSpan("SqlStore.release")
       )
 
-    const json = (columns: ReadonlyArray<readonly [key: string, expression: string]>) =>
-      `json_object(${columns.map(([key, expression]) => `'${key}', ${expression}`).join(", ")})`
+    const json = (columns: JsonColumns) => jsonObjectSql("json_object", columns)
     const entriesJson = json([
       ["key", "j.key"],
       ["seq", "j.seq"],
