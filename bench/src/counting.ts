@@ -43,6 +43,15 @@ export interface Counter {
   readonly others: () => ReadonlyArray<string>
   /** Starts (true) or stops (false) recording statement timings; returns what was recorded. */
   readonly trace: (on: boolean) => ReadonlyArray<TraceEntry>
+  /** Starts (true) or stops (false) recording the commits sent as named statements; returns them. */
+  readonly capture: (on: boolean) => ReadonlyArray<CapturedStatement>
+}
+
+/** A named statement as the store sent it: text and values, to be sent again (`floor.ts`). */
+export interface CapturedStatement {
+  readonly name: string
+  readonly text: string
+  readonly values: ReadonlyArray<unknown>
 }
 
 export interface TraceEntry {
@@ -55,6 +64,7 @@ export const countingPool = (url: string, max: number): Counter => {
   let counts: Record<string, number> = {}
   let others: Array<string> = []
   let trace: Array<TraceEntry> | undefined
+  let captured: Array<CapturedStatement> | undefined
   const pool = new pg.Pool({ connectionString: url, max })
   pool.on("error", () => {})
   pool.on("connect", (connection) => {
@@ -69,6 +79,12 @@ export const countingPool = (url: string, max: number): Counter => {
       const kind = classify(text)
       counts[kind] = (counts[kind] ?? 0) + 1
       if (kind === "other" && others.length < 20) others.push(text.replace(/\s+/g, " ").slice(0, 160))
+      if (captured !== undefined && kind === "commit" && typeof first === "object" && first !== null) {
+        const config = first as { readonly name?: unknown; readonly values?: unknown }
+        if (typeof config.name === "string" && Array.isArray(config.values)) {
+          captured.push({ name: config.name, text, values: [...config.values] })
+        }
+      }
       if (trace !== undefined) {
         const entry = { kind, start: performance.now(), end: 0 }
         trace.push(entry)
@@ -96,6 +112,11 @@ export const countingPool = (url: string, max: number): Counter => {
     trace: (on) => {
       const previous = trace ?? []
       trace = on ? [] : undefined
+      return previous
+    },
+    capture: (on) => {
+      const previous = captured ?? []
+      captured = on ? [] : undefined
       return previous
     }
   }
