@@ -134,12 +134,7 @@ export const statementFloor = async (options: {
       await replay()
       await lean()
     }
-    rawInserts.length =
-      rawUnits.length =
-      units.length =
-      leans.length =
-        0
-    for (const samples of perStatement) samples.length = 0
+    for (const samples of [rawInserts, rawUnits, units, leans, ...perStatement]) samples.length = 0
     for (let b = 0; b < options.blocks; b++) {
       for (let i = 0; i < options.perBlock; i++) await raw(i)
       for (let i = 0; i < options.perBlock; i++) await replay()

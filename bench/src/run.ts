@@ -41,8 +41,10 @@ const BLOCKS = int("BENCH_BLOCKS", 4)
 const WAKES = int("BENCH_WAKES", 100)
 const REPLAY_STEPS = int("BENCH_REPLAY_STEPS", 1000)
 const SQLITE_SEQ = process.env.BENCH_SQLITE_SEQ === "0" ? 0 : int("BENCH_SQLITE_SEQ", 300)
-const FLOOR = int("BENCH_FLOOR", 1000)
 const SQLITE_CONC = process.env.BENCH_SQLITE_CONC === "0" ? 0 : int("BENCH_SQLITE_CONC", 1000)
+const FLOOR = int("BENCH_FLOOR", 1000)
+/** The store's table prefix, given explicitly: the statement floor writes to the same tables. */
+const TABLE_PREFIX = "memento_"
 const REPLAY_SIGNALS = 10
 const SLEEP_MS = 200
 const WORKER_CONCURRENCY = Math.max(INFLIGHT, 10)
@@ -217,7 +219,7 @@ const program = (counter: Counter, marks: Marks, embedded: boolean, url: string)
     const floor = yield* Effect.promise(() =>
       statementFloor({
         url,
-        prefix: "memento_",
+        prefix: TABLE_PREFIX,
         runId: floorId,
         captured,
         blocks: BLOCKS,
@@ -225,10 +227,8 @@ const program = (counter: Counter, marks: Marks, embedded: boolean, url: string)
       })
     )
     log(
-      `statement floor: raw unit ${fmt(floor.rawUnit)} ms, Memento's ${captured.length} statements ${
-        fmt(floor.unit)
-      } ms, ` +
-        `smallest fenced write ${fmt(floor.lean)} ms`
+      `statement floor: raw unit ${fmt(floor.rawUnit)} ms, Memento's ${captured.length} statements ` +
+        `${fmt(floor.unit)} ms, smallest fenced write ${fmt(floor.lean)} ms`
     )
 
     if (TRACE) {
@@ -481,7 +481,7 @@ const main = async () => {
     const PgLive = PgClient.layerFromPool({
       acquire: Effect.acquireRelease(Effect.succeed(counter.pool), (pool) => Effect.promise(() => pool.end()))
     }).pipe(Layer.orDie)
-    const SqlStoreLive = SqlStore.layer().pipe(Layer.orDie, Layer.provideMerge(PgLive))
+    const SqlStoreLive = SqlStore.layer({ tablePrefix: TABLE_PREFIX }).pipe(Layer.orDie, Layer.provideMerge(PgLive))
     // The store with `load` and the replay run's commits timed (replay measurement).
     const StoreLive = Layer.effect(
       WorkflowStore.WorkflowStore,
